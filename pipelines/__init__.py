@@ -1,0 +1,1 @@
+"""Hugging Face pipelines chaining a tokenizer and a prior (issue 5)."""
