@@ -179,7 +179,9 @@ def test_gmvq_loss_is_albo_terms():
     posterior = (-sq / (2 * 0.5**2)).softmax(-1)
     aggregated = posterior.mean(0)
     kl = (aggregated * (aggregated * 3).log()).sum()
-    expected = 0.7 * (posterior * sq).sum(1).mean() / 2 + 2.0 * kl
+    ratio = sq / (2 * 0.5**2)  # d_c / (L sigma_z^2), L = 2
+    z_kl = 0.5 * (ratio - 1 - ratio.log())  # KL(N(mu_c, d_c / L) || N(mu_c, sigma_z^2)) per dimension
+    expected = 0.7 * (posterior * z_kl).sum(1).mean() + 2.0 * kl
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert torch.equal(out.codes, sq.argmin(1))
 

@@ -1,0 +1,67 @@
+"""PNG outputs: image grids (samples, reconstructions) and codebook-usage plots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def save_image_grid(rows: list[torch.Tensor], path: str | Path, padding: int = 2, scale: int = 2) -> Path:
+    """Writes a PNG with one row per tensor in `rows`, each (N, C, H, W) with values in [0, 1]."""
+    if not rows:
+        raise ValueError("save_image_grid needs at least one row of images.")
+    channels, height, width = rows[0].shape[1:]
+    columns = max(r.shape[0] for r in rows)
+    grid = np.ones(
+        (len(rows) * (height + padding) + padding, columns * (width + padding) + padding, 3), dtype=np.uint8
+    ) * 255
+    for i, row in enumerate(rows):
+        images = row.detach().float().clamp(0, 1).cpu()
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        images = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        for j, image in enumerate(images):
+            top, left = padding + i * (height + padding), padding + j * (width + padding)
+            grid[top : top + height, left : left + width] = image
+    picture = Image.fromarray(grid)
+    if scale != 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    return _atomic_save(picture, Path(path))
+
+
+def plot_codebook_usage(counts: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """One curve per name: code counts sorted from most to least used (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for name, values in counts.items():
+        ordered = torch.sort(values.float(), descending=True).values.numpy()
+        used = int((ordered > 0).sum())
+        axis.plot(np.arange(1, len(ordered) + 1), np.maximum(ordered, 0.5), label=f"{name} ({used}/{len(ordered)} used)")
+    axis.set_yscale("log")
+    axis.set_xlabel("code rank")
+    axis.set_ylabel("assignments (test split)")
+    axis.set_title("Codebook usage")
+    axis.legend()
+    figure.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    figure.savefig(tmp, format="png", dpi=120)
+    plt.close(figure)
+    os.replace(tmp, path)
+    return path
+
+
+def _atomic_save(picture: Image.Image, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    picture.save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path

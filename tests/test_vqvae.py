@@ -1,0 +1,95 @@
+"""The single-level image VQ-VAE on real data: it learns, saves, reloads and refuses bad input."""
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+from stage1_tokenizer import VQVAEConfig, VQVAEModel
+from stage1_tokenizer.data import load_fashion_mnist
+
+
+def tiny_config(quantizer="vq-ema", **options):
+    return VQVAEConfig(
+        image_size=28, hidden_channels=32, code_dim=16, codebook_size=64, quantizer=quantizer, quantizer_options=options
+    )
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    train, _ = load_fashion_mnist("train")
+    test, _ = load_fashion_mnist("test")
+    return train[:4096], test[:512]
+
+
+@pytest.mark.parametrize("quantizer", ["vq-ema", "gmvq", "scq"])
+def test_training_on_fashion_mnist_cuts_held_out_mse(fashion, quantizer):
+    train, test = fashion
+    model = VQVAEModel(tiny_config(quantizer))
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    generator = torch.Generator().manual_seed(0)
+
+    def held_out_mse():
+        model.eval()
+        with torch.no_grad():
+            # the eval forward pass: decode(codes) for vq-ema and gmvq; scq's convex combination
+            error = torch.nn.functional.mse_loss(model(test).reconstruction, test).item()
+        model.train()
+        return error
+
+    model(train[:256])  # k-means init on a first batch, as training does
+    before = held_out_mse()
+    for _ in range(250):
+        loss = model(train[torch.randint(len(train), (32,), generator=generator)]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = held_out_mse()
+    assert after < 0.5 * before, (before, after)
+
+
+def test_save_load_round_trip_is_identical(tmp_path):
+    model = VQVAEModel(tiny_config("gmvq"))
+    model(torch.rand(8, 1, 28, 28))  # k-means init and a training step change buffers
+    model.eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), VQVAEConfig)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, VQVAEModel)
+    x = torch.rand(4, 1, 28, 28)
+    original, reloaded = model(x), loaded(x)
+    assert torch.equal(original.reconstruction, reloaded.reconstruction)
+    assert torch.equal(original.codes[0], reloaded.codes[0])
+    assert loaded.quantizer.temperature == model.quantizer.temperature
+
+
+def test_compression_bits_match_the_paper():
+    # ImageNet: 128x128x3x8 bits over 32x32 codes of 9 bits = 42.7x
+    model = VQVAEModel(VQVAEConfig(in_channels=3, image_size=128, hidden_channels=8, code_dim=4, codebook_size=512))
+    assert model.config.code_grid == (32, 32)
+    assert model.code_bits == 32 * 32 * 9
+    assert model.compression_ratio == pytest.approx(42.67, abs=0.01)
+
+
+def test_bad_input_is_refused_with_the_fix():
+    model = VQVAEModel(tiny_config()).eval()
+    with pytest.raises(ValueError, match=r"expected images shaped \(B, 1, H, W\), got \(2, 3, 28, 28\)"):
+        model(torch.rand(2, 3, 28, 28))
+    with pytest.raises(ValueError, match=r"\(30, 30\) is not divisible by the total stride 4"):
+        model(torch.rand(2, 1, 30, 30))
+    with pytest.raises(ValueError, match=r"code ids must lie in \[0, 63\], got \[0, 64\]"):
+        model.decode(torch.tensor([[[0, 64]]]))
+    with pytest.raises(ValueError, match="1 level, got codes for 2 levels"):
+        model.decode([torch.zeros(1, 7, 7, dtype=torch.long)] * 2)
+
+
+def test_fashion_mnist_reader_checks_files(tmp_path):
+    images, labels = load_fashion_mnist("test")
+    assert images.shape == (10000, 1, 28, 28) and labels.shape == (10000,)
+    assert 0.0 <= images.min() and images.max() <= 1.0 and set(labels.unique().tolist()) == set(range(10))
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_fashion_mnist("train", root=tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") * 3 + b"\x00" * 5)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + (2).to_bytes(4, "big") + b"\x00\x00")
+    with pytest.raises(ValueError, match="truncated: header promises 8 bytes, file holds 5"):
+        load_fashion_mnist("test", root=tmp_path)
