@@ -283,3 +283,27 @@ def test_bad_input_errors_name_the_value():
         build_quantizer("vq-ema", 8, 4, decay=1.5)
     with pytest.raises(ValueError, match="lam .* must be > 0, got 0"):
         build_quantizer("scq", 8, 4, lam=0)
+
+
+def test_scq_sparse_backward_passes_gradcheck():
+    """The hand-written sparse backward equals finite differences of the whole projection."""
+    from stage1_tokenizer.quantizers.scq import SparseSimplexCombination
+
+    generator = torch.Generator().manual_seed(3)
+    y = (0.3 * torch.randn(6, 4, generator=generator, dtype=torch.double)).requires_grad_()
+    codebook = torch.randn(10, 4, generator=generator, dtype=torch.double).requires_grad_()
+    vq_codes = torch.randint(10, (6,), generator=generator)
+
+    def combination(y, codebook):
+        dense = y @ codebook.t() + F.one_hot(vq_codes, 10).double()  # P
+        values, index = dense.topk(10, dim=1)
+        with torch.no_grad():
+            weights = project_to_simplex(values)
+        return SparseSimplexCombination.apply(y, codebook, index, weights)
+
+    assert torch.autograd.gradcheck(combination, (y, codebook), eps=1e-7, atol=1e-6)
+
+
+def test_simplex_projection_presorted_matches_sorting():
+    values = torch.randn(40, 9).sort(dim=1, descending=True).values
+    assert torch.equal(project_to_simplex(values, presorted=True), project_to_simplex(values))
