@@ -119,7 +119,7 @@ class CodebookUsage:
     def _global_counts(self) -> torch.Tensor:
         counts = self.counts.clone()
         if is_distributed():
-            # gloo and nccl both reduce on the default device of the backend
+            # nccl reduces CUDA tensors only; gloo reduces CPU tensors
             device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
             counts = counts.to(device)
             dist.all_reduce(counts)

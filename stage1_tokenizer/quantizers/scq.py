@@ -6,15 +6,16 @@ matrix and P_vq the one-hot nearest-codeword assignment (no gradient):
     P   = argmin_P ||Z - C P||^2 + lam ||P - P_vq||^2 = (C^T C + lam I_K)^-1 (C^T Z + lam P_vq)
         = P_vq + C^T (C C^T + lam I_D)^-1 (Z - C P_vq)          (push-through identity)
     W   = Proj_simplex(P)       per column: max(P - tau, 0) with the weights summing to one
-    out = C W,   codes = argmax W,   loss = ||sg[z] - e_vq||^2 + beta ||z - sg[e_vq]||^2 (VQ terms)
+    t   = clamp(<z - e_vq, C W - e_vq> / ||C W - e_vq||^2, 0, 1)      (our line search)
+    out = e_vq + t (C W - e_vq),   codes = argmax of t W + (1 - t) P_vq
+    loss = ||sg[z] - e_vq||^2 + beta ||z - sg[e_vq]||^2                 (VQ's terms)
 
 Why this is fast (../shared/QUANTIZERS.md): the second form factors a D x D matrix instead of
 K x K, and Z - C P_vq is the VQ residual, so P costs one N x D by D x K matmul. The projection's
-support is small, so only each row's `support_size` largest entries are kept (the projection is
-exact whenever the support fits, which is checked: rows whose support might not fit are projected
-over all K entries). The selected entries and the output are then recomputed with autograd from
-`support_size` gathered codewords, so the backward pass costs O(N * support_size * D), and it
-equals the sparsemax Jacobian of the projection: g_in = s * (g - mean of g over the support).
+support is small, so only each row's `support_size` largest entries are kept (exact whenever the
+support fits, which is checked; rows whose support might not fit get more entries, at last all K).
+`SparseSimplexCombination` then forms C W and its backward pass with sparse products only,
+O(N * support_size * D).
 """
 
 from __future__ import annotations
