@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 
 import torch
+import torch.utils.data
 
 DEFAULT_ROOT = Path(os.environ.get("VQGEN_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_LABELS = [
@@ -60,3 +61,19 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None) -> 
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{paths[0]} holds {images.shape[0]} images but {paths[1]} {labels.shape[0]} labels.")
     return images[:, None].float() / 255.0, labels.long()
+
+
+class FashionMNIST(torch.utils.data.Dataset):
+    """Fashion-MNIST as a map-style dataset of `{"pixel_values": (1, 28, 28) in [0, 1], "label"}`."""
+
+    def __init__(self, split: str = "train", root: str | Path | None = None, limit: int | None = None):
+        self.images, self.labels = load_fashion_mnist(split, root)
+        if limit is not None:
+            self.images, self.labels = self.images[:limit], self.labels[:limit]
+        self.id2label = dict(enumerate(FASHION_MNIST_LABELS))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"pixel_values": self.images[index], "label": self.labels[index]}

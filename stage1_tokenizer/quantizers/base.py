@@ -116,7 +116,8 @@ class CodebookUsage:
             )
         self.counts += torch.bincount(codes, minlength=self.counts.numel())
 
-    def _global_counts(self) -> torch.Tensor:
+    def global_counts(self) -> torch.Tensor:
+        """Code counts summed over processes (call on every rank)."""
         counts = self.counts.clone()
         if is_distributed():
             # nccl reduces CUDA tensors only; gloo reduces CPU tensors
@@ -126,10 +127,10 @@ class CodebookUsage:
         return counts.cpu()
 
     def fraction_used(self) -> float:
-        return (self._global_counts() > 0).float().mean().item()
+        return (self.global_counts() > 0).float().mean().item()
 
     def perplexity(self) -> float:
-        return perplexity_from_counts(self._global_counts()).item()
+        return perplexity_from_counts(self.global_counts()).item()
 
 
 class BaseQuantizer(nn.Module):

@@ -1,0 +1,170 @@
+"""The Accelerate training loop through stage one's CLI: learning, checkpoints, resume, SIGKILL, 2 processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stage1_tokenizer import VQVAEConfig
+from stage1_tokenizer.train import ModelArguments, main
+from stage1_tokenizer.training import list_checkpoints
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = [
+    "--hidden_channels", "16", "--code_dim", "8", "--codebook_size", "32", "--quantizer", "vq-ema",
+    "--train_limit", "512", "--eval_limit", "128", "--batch_size", "32", "--learning_rate", "0.002",
+    "--log_every", "5", "--num_examples", "4",
+]  # fmt: skip
+
+
+def run(tmp_path, name, *flags):
+    return main([*TINY, "--output_dir", str(tmp_path / name), *map(str, flags)])
+
+
+def weights(path):
+    return load_file(str(Path(path) / "model" / "model.safetensors"))
+
+
+def test_model_arguments_mirror_the_config():
+    import inspect
+
+    fields = set(inspect.signature(VQVAEConfig.__init__).parameters) - {"self", "kwargs"}
+    assert fields == set(ModelArguments.__dataclass_fields__)
+
+
+def test_training_learns_and_writes_logs_checkpoints_and_pngs(tmp_path):
+    model, metrics = run(tmp_path, "run", "--max_steps", 60, "--eval_every", 30, "--save_every", 20, "--keep_checkpoints", 2)
+    out = tmp_path / "run"
+    states = [json.loads((p / "trainer_state.json").read_text()) for p in list_checkpoints(out)]
+    assert [s["step"] for s in states] == [40, 60]  # the oldest beyond keep_checkpoints=2 removed
+    first_eval = json.loads((out / "checkpoints" / "step-0000040" / "trainer_state.json").read_text())
+    assert metrics["mse_from_codes"] < 0.08  # the untrained model is at about 0.1-0.2
+    assert (out / "samples" / "reconstructions-step-0000030.png").exists()
+    assert (out / "codebook_usage.png").exists()
+    assert any((out / "logs").rglob("events.out.tfevents.*"))
+    assert torch.equal(weights(out)["decoder.net.0.weight"], model.decoder.net[0].weight)
+    assert first_eval["metrics"]["mse_from_codes"] > 0
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
+    # 512 images / 32 = 16 steps per epoch: the resume point (20) is mid-epoch
+    run(tmp_path, "straight", "--max_steps", 40, "--save_every", 20, "--eval_every", 0)
+    run(tmp_path, "resumed", "--max_steps", 20, "--save_every", 20, "--eval_every", 0)
+    run(tmp_path, "resumed", "--max_steps", 40, "--save_every", 20, "--eval_every", 0, "--resume_from_checkpoint", "latest")
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+
+
+def test_a_checkpoint_killed_mid_write_is_ignored(tmp_path, monkeypatch):
+    run(tmp_path, "run", "--max_steps", 10, "--save_every", 10, "--eval_every", 0)
+    real_replace = os.replace
+
+    def die_before_rename(src, dst):
+        if ".tmp-step-" in str(src):
+            raise KeyboardInterrupt("killed while writing the checkpoint")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", die_before_rename)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "run", "--max_steps", 20, "--save_every", 10, "--eval_every", 0, "--resume_from_checkpoint", "latest")
+    monkeypatch.undo()
+    out = tmp_path / "run"
+    assert (out / "checkpoints" / ".tmp-step-0000020").exists()  # the half-written one
+    assert [p.name for p in list_checkpoints(out)] == ["step-0000010"]
+    run(tmp_path, "run", "--max_steps", 20, "--save_every", 10, "--eval_every", 0, "--resume_from_checkpoint", "latest")
+    assert [p.name for p in list_checkpoints(out)] == ["step-0000010", "step-0000020"]
+
+
+def test_sigkill_then_resume_reaches_the_same_weights(tmp_path):
+    command = [sys.executable, "-m", "stage1_tokenizer.train", *TINY, "--eval_every", "0", "--save_every", "10"]
+    straight = subprocess.run([*command, "--max_steps", "30", "--output_dir", str(tmp_path / "straight")], capture_output=True, cwd=REPO)
+    assert straight.returncode == 0, straight.stderr.decode()[-2000:]
+    out = tmp_path / "killed"
+    log = open(tmp_path / "killed.log", "wb")
+    process = subprocess.Popen([*command, "--max_steps", "100000", "--output_dir", str(out)], cwd=REPO, stdout=log, stderr=log)
+    deadline = time.time() + 300
+    while not list_checkpoints(out) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = list_checkpoints(out)
+    assert saved, (tmp_path / "killed.log").read_bytes()[-2000:]
+    resumed = subprocess.run(
+        [*command, "--max_steps", "30", "--output_dir", str(out), "--resume_from_checkpoint", "latest"],
+        capture_output=True, cwd=REPO,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    assert b"resumed from" in resumed.stdout + resumed.stderr
+    a, b = weights(tmp_path / "straight"), weights(out)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_bad_flags_fail_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="--image_size 30 is not divisible by the total stride 4"):
+        run(tmp_path, "bad", "--image_size", 30)
+    with pytest.raises(ValueError, match="--quantizer 'vqx' is unknown"):
+        run(tmp_path, "bad", "--quantizer", "vqx")
+    with pytest.raises(ValueError, match="--max_steps got 0"):
+        run(tmp_path, "bad", "--max_steps", 0)
+    with pytest.raises(FileNotFoundError, match="is not a complete checkpoint"):
+        run(tmp_path, "bad", "--resume_from_checkpoint", str(tmp_path / "nowhere"))
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_two_cpu_processes_end_with_identical_weights(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533"]  # fmt: skip
+    result = subprocess.run(
+        [*launcher, str(REPO / "tests" / "two_rank_train.py"), *TINY, "--max_steps", "20", "--eval_every", "20",
+         "--save_every", "20", "--output_dir", str(out)],
+        capture_output=True, cwd=REPO, env=env, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    rank0, rank1 = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    # EMA codebooks moved (statistics summed over both ranks' batches) and match the saved model
+    saved = weights(out)
+    assert torch.equal(saved["quantizer.codebook"], rank0["quantizer.codebook"])
+    assert json.loads((out / "checkpoints" / "step-0000020" / "trainer_state.json").read_text())["step"] == 20
+
+
+def test_trains_on_an_image_folder_with_a_bad_file_skipped(tmp_path):
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for label in ("dark", "light"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(24):
+            level = (40 if label == "dark" else 200) + int(torch.randint(-30, 30, (1,), generator=generator))
+            Image.new("L", (32, 32), color=level).save(tmp_path / "images" / label / f"{i}.png")
+    (tmp_path / "images" / "dark" / "broken.png").write_bytes(b"not a png")
+    flags = ["--dataset", str(tmp_path / "images"), "--image_size", "32", "--eval_limit", "8", "--max_steps", "60",
+             "--batch_size", "8", "--eval_every", "10", "--save_every", "10", "--keep_checkpoints", "10"]  # fmt: skip
+    with pytest.raises(ValueError, match="broken.png"):
+        run(tmp_path, "raise", *flags)
+    model, metrics = run(tmp_path, "skip", *flags, "--on_bad_image", "skip")
+    first = json.loads((list_checkpoints(tmp_path / "skip")[0] / "trainer_state.json").read_text())["metrics"]
+    assert metrics["mse_from_codes"] < 0.5 * first["mse_from_codes"]
+    assert model.config.image_size == 32
+
+
+def test_trains_on_photo_crops_in_color(tmp_path):
+    model, metrics = run(tmp_path, "photos", "--dataset", "photos", "--in_channels", 3, "--image_size", 32, "--num_crops", 256,
+                         "--eval_limit", 32, "--max_steps", 40, "--eval_every", 10, "--save_every", 10, "--keep_checkpoints", 10)  # fmt: skip
+    first = json.loads((list_checkpoints(tmp_path / "photos")[0] / "trainer_state.json").read_text())["metrics"]
+    assert model.config.in_channels == 3
+    assert metrics["mse_from_codes"] < first["mse_from_codes"]
