@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 import torch.nn.functional as F
 from torch.utils.data import Subset
 from transformers import HfArgumentParser
@@ -154,12 +155,15 @@ def make_evaluate(eval_dataset, data: DataArguments, output_dir: Path, codebook_
 
 
 def parse_args(argv=None):
+    """Flags, or a YAML/JSON recipe followed by flags that override it."""
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingConfig))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(argv[0])
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        recipe = Path(argv.pop(0))
+        if not recipe.is_file():
+            raise FileNotFoundError(f"recipe {recipe} not found; recipes ship in recipes/.")
+        values = yaml.safe_load(recipe.read_text()) or {}
+        argv = [item for key, value in values.items() if value is not None for item in (f"--{key}", str(value))] + argv
     return parser.parse_args_into_dataclasses(argv)
 
 

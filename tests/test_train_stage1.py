@@ -168,3 +168,14 @@ def test_trains_on_photo_crops_in_color(tmp_path):
     first = json.loads((list_checkpoints(tmp_path / "photos")[0] / "trainer_state.json").read_text())["metrics"]
     assert model.config.in_channels == 3
     assert metrics["mse_from_codes"] < first["mse_from_codes"]
+
+
+def test_yaml_recipe_with_flag_overrides(tmp_path):
+    from stage1_tokenizer.train import parse_args
+
+    model_args, data_args, training = parse_args([str(REPO / "recipes" / "fashion_mnist.yaml"), "--max_steps", "7"])
+    assert model_args.quantizer == "gmvq" and model_args.codebook_size == 512
+    assert training.max_steps == 7 and training.learning_rate == 0.001
+    assert data_args.dataset == "fashion_mnist"
+    with pytest.raises(FileNotFoundError, match="recipes ship in recipes/"):
+        parse_args([str(tmp_path / "missing.yaml")])

@@ -66,7 +66,7 @@ def test_save_load_round_trip_is_identical(tmp_path):
 def test_compression_bits_match_the_paper():
     # ImageNet: 128x128x3x8 bits over 32x32 codes of 9 bits = 42.7x
     model = VQVAEModel(VQVAEConfig(in_channels=3, image_size=128, hidden_channels=8, code_dim=4, codebook_size=512))
-    assert model.config.code_grid == (32, 32)
+    assert model.config.code_grids == [(32, 32)]
     assert model.code_bits == 32 * 32 * 9
     assert model.compression_ratio == pytest.approx(42.67, abs=0.01)
 
@@ -79,7 +79,7 @@ def test_bad_input_is_refused_with_the_fix():
         model(torch.rand(2, 1, 30, 30))
     with pytest.raises(ValueError, match=r"code ids must lie in \[0, 63\], got \[0, 64\]"):
         model.decode(torch.tensor([[[0, 64]]]))
-    with pytest.raises(ValueError, match="1 level, got codes for 2 levels"):
+    with pytest.raises(ValueError, match=r"1 level\(s\), got codes for 2 levels"):
         model.decode([torch.zeros(1, 7, 7, dtype=torch.long)] * 2)
 
 
@@ -93,3 +93,66 @@ def test_fashion_mnist_reader_checks_files(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + (2).to_bytes(4, "big") + b"\x00\x00")
     with pytest.raises(ValueError, match="truncated: header promises 8 bytes, file holds 5"):
         load_fashion_mnist("test", root=tmp_path)
+
+
+def two_level_config(quantizer="vq-ema"):
+    return VQVAEConfig(
+        image_size=32, hidden_channels=32, code_dim=16, codebook_size=64, num_levels=2, quantizer=quantizer
+    )
+
+
+def test_two_level_model_shapes_bits_and_conditioning():
+    model = VQVAEModel(two_level_config()).eval()
+    assert model.config.code_grids == [(4, 4), (8, 8)]  # top at stride 8, bottom at stride 4
+    assert model.code_bits == (16 + 64) * 6
+    x = torch.rand(3, 1, 32, 32)
+    out = model(x)
+    assert [c.shape for c in out.codes] == [(3, 4, 4), (3, 8, 8)]
+    assert torch.allclose(model.decode(out.codes), out.reconstruction, atol=1e-5)
+    # the top level's decoded features condition the bottom level's encoding
+    with torch.no_grad():
+        model.top_quantizer.codebook.mul_(-3.0)
+    assert not torch.equal(model(x).codes[1], out.codes[1])
+
+
+def test_two_level_model_trains_saves_and_reloads(fashion, tmp_path):
+    train, test = (torch.nn.functional.pad(t, (2, 2, 2, 2)) for t in fashion)  # 28 -> 32: stride 8 divides it
+    model = VQVAEModel(two_level_config())
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    generator = torch.Generator().manual_seed(0)
+    model(train[:256])
+
+    def held_out_mse():
+        model.eval()
+        with torch.no_grad():
+            error = torch.nn.functional.mse_loss(model.decode(model.encode(test)), test).item()
+        model.train()
+        return error
+
+    before = held_out_mse()
+    for _ in range(200):
+        loss = model(train[torch.randint(len(train), (32,), generator=generator)]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = held_out_mse()
+    assert after < 0.5 * before, (before, after)
+    model.eval().save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    codes = model.encode(test[:8])
+    assert all(torch.equal(a, b) for a, b in zip(codes, loaded.encode(test[:8])))
+    assert torch.equal(model.decode(codes), loaded.decode(codes))
+
+
+def test_two_level_decode_refuses_wrong_grids():
+    model = VQVAEModel(two_level_config()).eval()
+    top, bottom = torch.zeros(2, 4, 4, dtype=torch.long), torch.zeros(2, 8, 8, dtype=torch.long)
+    assert model.decode([top, bottom]).shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match=r"level 0 \(top first\) must be a LongTensor \(2, 4, 4\), got torch.int64 \(2, 5, 4\)"):
+        model.decode([torch.zeros(2, 5, 4, dtype=torch.long), bottom])
+    with pytest.raises(ValueError, match="2 level"):
+        model.decode(bottom)
+    with pytest.raises(ValueError, match="num_levels must be 1 .* or 2 .*, got 3"):
+        VQVAEConfig(num_levels=3)
+    with pytest.raises(ValueError, match="image_size 28 is not divisible by the total stride 8"):
+        VQVAEConfig(image_size=28, num_levels=2)
