@@ -41,6 +41,7 @@ class ModelArguments:
     hidden_channels: int = 64
     num_res_blocks: int = 2
     num_downsamples: int = 2
+    num_levels: int = field(default=1, metadata={"help": "1 (VQ-VAE) or 2 (VQ-VAE-2: top level at twice the stride)."})
     code_dim: int = 64
     codebook_size: int = 512
     quantizer: str = field(default="gmvq", metadata={"help": f"One of {', '.join(QUANTIZERS)}."})
@@ -53,11 +54,12 @@ class ModelArguments:
             options = json.loads(self.quantizer_options)
         except json.JSONDecodeError as error:
             raise ValueError(f"--quantizer_options must be a JSON object, got {self.quantizer_options!r}: {error}") from None
-        stride = 2**self.num_downsamples
+        stride = 2 ** (self.num_downsamples + self.num_levels - 1)
         if self.image_size % stride:
             raise ValueError(
                 f"--image_size {self.image_size} is not divisible by the total stride {stride} "
-                f"(2**num_downsamples); use {self.image_size // stride * stride} or {(self.image_size // stride + 1) * stride}."
+                f"(2**(num_downsamples + num_levels - 1)); use {self.image_size // stride * stride} or "
+                f"{(self.image_size // stride + 1) * stride}."
             )
         return VQVAEConfig(**{**asdict(self), "quantizer_options": options})
 
@@ -112,11 +114,10 @@ def build_datasets(data: DataArguments, model_args: ModelArguments):
 
 def compute_loss(model, batch):
     output = model(batch["pixel_values"])
-    return output.loss, {
-        "reconstruction_mse": output.reconstruction_loss.detach(),
-        "quantizer_loss": output.quantizer_loss.detach(),
-        "perplexity": output.perplexity[0].detach(),
-    }
+    metrics = {"reconstruction_mse": output.reconstruction_loss.detach(), "quantizer_loss": output.quantizer_loss.detach()}
+    names = ["perplexity_top", "perplexity_bottom"] if len(output.perplexity) == 2 else ["perplexity"]
+    metrics.update({name: value.detach() for name, value in zip(names, output.perplexity)})
+    return output.loss, metrics
 
 
 def make_evaluate(eval_dataset, data: DataArguments, output_dir: Path, codebook_size: int):
@@ -126,29 +127,32 @@ def make_evaluate(eval_dataset, data: DataArguments, output_dir: Path, codebook_
     def evaluate(model, accelerator, step):
         unwrapped = accelerator.unwrap_model(model)
         shard = range(accelerator.process_index, len(eval_dataset), accelerator.num_processes)
-        usage = CodebookUsage(codebook_size)
+        levels = unwrapped.config.num_levels
+        usages = [CodebookUsage(codebook_size) for _ in range(levels)]
         squared_error = torch.zeros((), device=accelerator.device)
         with torch.no_grad():
             for start in range(0, len(shard), 256):
                 images = torch.stack([eval_dataset[i]["pixel_values"] for i in shard[start : start + 256]])
                 images = images.to(accelerator.device)
                 codes = unwrapped.encode(images)
-                usage.update(codes[0])
+                for usage, level_codes in zip(usages, codes):
+                    usage.update(level_codes)
                 squared_error += F.mse_loss(unwrapped.decode(codes), images, reduction="sum")
         squared_error = accelerator.reduce(squared_error, reduction="sum").item()
-        counts = usage.global_counts()  # a collective: every rank calls it, once
         pixels = len(eval_dataset) * eval_dataset[0]["pixel_values"].numel()
-        metrics = {
-            "mse_from_codes": squared_error / pixels,
-            "codebook_used": (counts > 0).float().mean().item(),
-            "perplexity": perplexity_from_counts(counts).item(),
-        }
+        metrics = {"mse_from_codes": squared_error / pixels}
+        names = ["top", "bottom"] if levels == 2 else [unwrapped.config.quantizer]
+        counts = {name: usage.global_counts() for name, usage in zip(names, usages)}  # collectives: every rank
+        for name, level_counts in counts.items():
+            suffix = f"_{name}" if levels == 2 else ""
+            metrics[f"codebook_used{suffix}"] = (level_counts > 0).float().mean().item()
+            metrics[f"perplexity{suffix}"] = perplexity_from_counts(level_counts).item()
         if accelerator.is_main_process:
             examples = torch.stack([eval_dataset[i]["pixel_values"] for i in range(data.num_examples)])
             with torch.no_grad():
                 reconstructions = unwrapped.decode(unwrapped.encode(examples.to(accelerator.device)))
             save_image_grid([examples, reconstructions.cpu()], output_dir / "samples" / f"reconstructions-step-{step:07d}.png")
-            plot_codebook_usage({unwrapped.config.quantizer: counts}, output_dir / "codebook_usage.png")
+            plot_codebook_usage(counts, output_dir / "codebook_usage.png")
         return metrics
 
     return evaluate

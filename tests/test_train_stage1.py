@@ -179,3 +179,11 @@ def test_yaml_recipe_with_flag_overrides(tmp_path):
     assert data_args.dataset == "fashion_mnist"
     with pytest.raises(FileNotFoundError, match="recipes ship in recipes/"):
         parse_args([str(tmp_path / "missing.yaml")])
+
+
+def test_two_level_training_reports_both_levels(tmp_path):
+    model, metrics = run(tmp_path, "vqvae2", "--dataset", "photos", "--in_channels", 3, "--image_size", 32, "--num_levels", 2,
+                         "--num_crops", 128, "--eval_limit", 16, "--max_steps", 10, "--eval_every", 10, "--save_every", 10)  # fmt: skip
+    assert model.config.num_levels == 2
+    assert {"codebook_used_top", "codebook_used_bottom", "perplexity_top", "perplexity_bottom"} <= set(metrics)
+    assert 0 < metrics["codebook_used_top"] <= 1 and metrics["mse_from_codes"] > 0
