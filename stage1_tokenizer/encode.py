@@ -1,0 +1,137 @@
+"""Encode a dataset with a trained tokenizer into a code dataset on disk (stage two's input).
+
+    python -m stage1_tokenizer.encode --tokenizer runs/fashion_mnist/model --dataset fashion_mnist \
+        --split train --output_dir codes/fashion_mnist-train
+
+The result is a `datasets` dataset saved with `save_to_disk`: one column per level, `codes_0`
+(top level) ... `codes_{L-1}` (bottom), each a nested list (h, w) of ints, plus `label` when the
+source has labels. `code_dataset.json` beside it records the tokenizer's fingerprint (SHA-256 of
+its config and the weights that determine codes), its code grids, codebook size and labels;
+`load_code_dataset(path, tokenizer)` refuses codes whose fingerprint differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser
+
+from .modeling_vqvae import VQVAEModel
+
+METADATA_FILE = "code_dataset.json"
+# Buffers that only steer training (usage counters, EMA statistics, the annealing step): they do
+# not change which codes an image gets, so they stay out of the fingerprint.
+_TRAINING_ONLY = ("steps_unused", "initialized", "ema_count", "ema_sum", ".step")
+
+
+def tokenizer_fingerprint(model: VQVAEModel) -> str:
+    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.endswith(_TRAINING_ONLY):
+            continue
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def encode_dataset(model: VQVAEModel, dataset, batch_size: int = 256) -> datasets.Dataset:
+    """Codes of every item of a map-style dataset of {"pixel_values", "label"} (label -1: none)."""
+    model.eval()
+    device = next(model.parameters()).device
+    columns: dict[str, list] = {f"codes_{level}": [] for level in range(model.config.num_levels)}
+    labels: list[int] = []
+    for batch in tqdm(DataLoader(dataset, batch_size=batch_size), desc="encode"):
+        codes = model.encode(batch["pixel_values"].to(device))
+        for level, level_codes in enumerate(codes):
+            columns[f"codes_{level}"].extend(level_codes.cpu().numpy().astype(np.int32))
+        labels.extend(batch["label"].tolist())
+    if labels and min(labels) >= 0:
+        columns["label"] = labels
+    return datasets.Dataset.from_dict(columns)
+
+
+def save_code_dataset(codes: datasets.Dataset, model: VQVAEModel, output_dir: str | Path, id2label=None) -> Path:
+    """Writes the dataset and its metadata under a temporary name, then renames it into place."""
+    output_dir = Path(output_dir)
+    tmp = output_dir.with_name(f".{output_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    codes.save_to_disk(str(tmp))
+    metadata = {
+        "tokenizer_fingerprint": tokenizer_fingerprint(model),
+        "code_grids": model.config.code_grids,
+        "codebook_size": model.config.codebook_size,
+        "num_levels": model.config.num_levels,
+        "id2label": {int(k): v for k, v in (id2label or {}).items()},
+        "num_examples": len(codes),
+    }
+    (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    shutil.rmtree(output_dir, ignore_errors=True)
+    os.replace(tmp, output_dir)
+    return output_dir
+
+
+def load_code_dataset(path: str | Path, tokenizer: VQVAEModel | None = None) -> tuple[datasets.Dataset, dict]:
+    """(codes, metadata); with `tokenizer`, refuses codes another tokenizer made."""
+    path = Path(path)
+    if not (path / METADATA_FILE).is_file():
+        raise FileNotFoundError(
+            f"{path} is not a code dataset (no {METADATA_FILE}); make one with `python -m stage1_tokenizer.encode`."
+        )
+    metadata = json.loads((path / METADATA_FILE).read_text())
+    if tokenizer is not None:
+        expected = tokenizer_fingerprint(tokenizer)
+        if metadata["tokenizer_fingerprint"] != expected:
+            raise ValueError(
+                f"the codes in {path} were made by tokenizer {metadata['tokenizer_fingerprint'][:12]}, but the "
+                f"paired tokenizer is {expected[:12]}: re-encode the data with this tokenizer "
+                "(python -m stage1_tokenizer.encode) or pair the codes with the tokenizer that made them."
+            )
+    return datasets.load_from_disk(str(path)), metadata
+
+
+@dataclass
+class EncodeArguments:
+    tokenizer: str = field(metadata={"help": "A save_pretrained folder, e.g. runs/fashion_mnist/model."})
+    output_dir: str = field(metadata={"help": "Where the code dataset is written."})
+    dataset: str = field(default="fashion_mnist", metadata={"help": "As stage1_tokenizer.train's --dataset."})
+    split: str = field(default="train", metadata={"help": "'train' or 'test' (hub datasets: any split)."})
+    limit: int | None = field(default=None, metadata={"help": "Encode only the first N images."})
+    batch_size: int = field(default=256)
+
+
+def main(argv=None) -> Path:
+    from torch.utils.data import Subset
+
+    from .train import DataArguments, ModelArguments, build_datasets
+
+    (args,) = HfArgumentParser(EncodeArguments).parse_args_into_dataclasses(argv)
+    model = VQVAEModel.from_pretrained(args.tokenizer)
+    config = model.config
+    model_args = ModelArguments(
+        **{name: getattr(config, name) for name in ModelArguments.__dataclass_fields__ if name != "quantizer_options"}
+    )
+    data = DataArguments(dataset=args.dataset, eval_split=args.split, train_split=args.split, eval_limit=None)
+    train, held_out = build_datasets(data, model_args)
+    source = train if args.split == "train" else held_out
+    if args.limit is not None:
+        source = Subset(source, range(min(args.limit, len(source))))
+    codes = encode_dataset(model, source, args.batch_size)
+    id2label = getattr(getattr(source, "dataset", source), "id2label", None)
+    path = save_code_dataset(codes, model, args.output_dir, id2label)
+    print(f"wrote {len(codes)} examples of codes {config.code_grids} to {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
