@@ -185,7 +185,8 @@ def train(
                 last_eval = evaluate(model, accelerator, step)
                 model.train()
                 accelerator.log({f"eval/{k}": v for k, v in last_eval.items()}, step=step)
-                accelerator.print(f"step {step}: " + ", ".join(f"{k} {v:.5g}" for k, v in last_eval.items()))
+                if accelerator.is_local_main_process:  # under the bar, not glued to it
+                    bar.write(f"step {step}: " + ", ".join(f"{k} {v:.5g}" for k, v in last_eval.items()))
             if step % config.save_every == 0 or finished:
                 save_checkpoint(accelerator, model, output_dir, step, config.keep_checkpoints, last_eval)
             if finished:
