@@ -14,6 +14,29 @@ def tiny_config(quantizer="vq-ema", **options):
     )
 
 
+def train_briefly(model, train, test, steps, error):
+    """k-means init on a first batch, then `steps` Adam steps; held-out MSE of `error(model, test)`
+    before and after."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    generator = torch.Generator().manual_seed(0)
+
+    def held_out_mse():
+        model.eval()
+        with torch.no_grad():
+            value = torch.nn.functional.mse_loss(error(model, test), test).item()
+        model.train()
+        return value
+
+    model(train[:256])
+    before = held_out_mse()
+    for _ in range(steps):
+        loss = model(train[torch.randint(len(train), (32,), generator=generator)]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return before, held_out_mse()
+
+
 @pytest.fixture(scope="module")
 def fashion():
     train, _ = load_fashion_mnist("train")
@@ -25,25 +48,8 @@ def fashion():
 def test_training_on_fashion_mnist_cuts_held_out_mse(fashion, quantizer):
     train, test = fashion
     model = VQVAEModel(tiny_config(quantizer))
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    generator = torch.Generator().manual_seed(0)
-
-    def held_out_mse():
-        model.eval()
-        with torch.no_grad():
-            # the eval forward pass: decode(codes) for vq-ema and gmvq; scq's convex combination
-            error = torch.nn.functional.mse_loss(model(test).reconstruction, test).item()
-        model.train()
-        return error
-
-    model(train[:256])  # k-means init on a first batch, as training does
-    before = held_out_mse()
-    for _ in range(250):
-        loss = model(train[torch.randint(len(train), (32,), generator=generator)]).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    after = held_out_mse()
+    # the eval forward pass: decode(codes) for vq-ema and gmvq; scq's convex combination
+    before, after = train_briefly(model, train, test, steps=250, error=lambda m, x: m(x).reconstruction)
     assert after < 0.5 * before, (before, after)
 
 
@@ -118,24 +124,7 @@ def test_two_level_model_shapes_bits_and_conditioning():
 def test_two_level_model_trains_saves_and_reloads(fashion, tmp_path):
     train, test = (torch.nn.functional.pad(t, (2, 2, 2, 2)) for t in fashion)  # 28 -> 32: stride 8 divides it
     model = VQVAEModel(two_level_config())
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    generator = torch.Generator().manual_seed(0)
-    model(train[:256])
-
-    def held_out_mse():
-        model.eval()
-        with torch.no_grad():
-            error = torch.nn.functional.mse_loss(model.decode(model.encode(test)), test).item()
-        model.train()
-        return error
-
-    before = held_out_mse()
-    for _ in range(200):
-        loss = model(train[torch.randint(len(train), (32,), generator=generator)]).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    after = held_out_mse()
+    before, after = train_briefly(model, train, test, steps=200, error=lambda m, x: m.decode(m.encode(x)))
     assert after < 0.5 * before, (before, after)
     model.eval().save_pretrained(tmp_path)
     loaded = AutoModel.from_pretrained(tmp_path).eval()
