@@ -148,7 +148,7 @@ def make_evaluate(eval_dataset, data: DataArguments, output_dir: Path, codebook_
             metrics[f"codebook_used{suffix}"] = (level_counts > 0).float().mean().item()
             metrics[f"perplexity{suffix}"] = perplexity_from_counts(level_counts).item()
         if accelerator.is_main_process:
-            examples = torch.stack([eval_dataset[i]["pixel_values"] for i in range(data.num_examples)])
+            examples = torch.stack([eval_dataset[i]["pixel_values"] for i in range(min(data.num_examples, len(eval_dataset)))])
             with torch.no_grad():
                 reconstructions = unwrapped.decode(unwrapped.encode(examples.to(accelerator.device)))
             save_image_grid([examples, reconstructions.cpu()], output_dir / "samples" / f"reconstructions-step-{step:07d}.png")

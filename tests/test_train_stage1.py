@@ -187,3 +187,34 @@ def test_two_level_training_reports_both_levels(tmp_path):
     assert model.config.num_levels == 2
     assert {"codebook_used_top", "codebook_used_bottom", "perplexity_top", "perplexity_bottom"} <= set(metrics)
     assert 0 < metrics["codebook_used_top"] <= 1 and metrics["mse_from_codes"] > 0
+
+
+@pytest.mark.parametrize("recipe, size", [("cifar10.yaml", 32), ("imagenet128.yaml", 128)])
+def test_paper_recipes_run_on_stand_in_data_of_their_shape(tmp_path, recipe, size):
+    """The GPU recipes, shrunk in width and steps, on a local folder of images of their size."""
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(6):
+            pixels = (torch.rand(size, size, 3) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / "data" / label / f"{i}.png")
+    model, metrics = main([str(REPO / "recipes" / recipe), "--dataset", str(tmp_path / "data"), "--hidden_channels", "8",
+                           "--code_dim", "4", "--max_steps", "2", "--batch_size", "4", "--eval_limit", "2", "--num_workers", "0",
+                           "--eval_every", "2", "--save_every", "2", "--output_dir", str(tmp_path / "run"),
+                           "--mixed_precision", "no"])  # fmt: skip  (one precision per process: Accelerate's state)
+    assert model.config.image_size == size and model.config.code_grids == [(size // 4, size // 4)]
+    assert model.config.codebook_size == 512 and metrics["mse_from_codes"] > 0
+    if size == 128:
+        assert model.compression_ratio == pytest.approx(42.67, abs=0.01)
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "stage1_tokenizer.train", *TINY, "--mixed_precision", "bf16", "--max_steps", "60",
+         "--eval_every", "10", "--save_every", "10", "--keep_checkpoints", "10", "--output_dir", str(tmp_path / "bf16")],
+        capture_output=True, cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    first, last = (json.loads((p / "trainer_state.json").read_text())["metrics"] for p in list_checkpoints(tmp_path / "bf16")[::5])
+    assert last["mse_from_codes"] < 0.7 * first["mse_from_codes"]
