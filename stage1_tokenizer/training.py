@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -153,12 +155,14 @@ def train(
     )
     last_eval: dict = {}
     running: dict[str, float] = {}
+    first_step, seconds_in_steps = step, 0.0  # wall time of training steps (not eval or saving)
     model.train()
     while step < config.max_steps:
         epoch, done_in_epoch = divmod(step, steps_per_epoch)
         loader.set_epoch(epoch)
         skip = done_in_epoch * config.gradient_accumulation_steps
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+        started = time.perf_counter()
         for batch in epoch_loader:
             with accelerator.accumulate(model):
                 loss, metrics = compute_loss(model, batch)
@@ -169,6 +173,7 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
             if not accelerator.sync_gradients:
                 continue
+            seconds_in_steps += time.perf_counter() - started
             step += 1
             bar.update(1)
             for name, value in {"loss": loss.detach(), **metrics}.items():
@@ -191,9 +196,19 @@ def train(
                 save_checkpoint(accelerator, model, output_dir, step, config.keep_checkpoints, last_eval)
             if finished:
                 break
+            started = time.perf_counter()
     bar.close()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        examples = (step - first_step) * config.batch_size * config.gradient_accumulation_steps * accelerator.num_processes
+        summary = {
+            "steps": step - first_step,
+            "seconds_in_steps": seconds_in_steps,
+            "examples_per_second": examples / max(seconds_in_steps, 1e-9),
+            "num_processes": accelerator.num_processes,
+            "peak_rss_mb_main_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
         final = output_dir / "model"
         tmp = output_dir / ".model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
