@@ -111,10 +111,10 @@ class ImageDataset(torch.utils.data.Dataset):
     `convert_channels=True`; alpha is always dropped. 16-bit gray ("I;16", "I") is rescaled from
     [0, 65535] to 8 bits rather than clipped; float gray ("F") is taken to be in [0, 1].
 
-    `on_bad_image="raise"` (default) raises ValueError when an item cannot be decoded, at access
-    time. `on_bad_image="skip"` decodes every image once in the constructor, drops the unreadable
-    ones and lists them in `skipped` as `(row index, reason)`; indices of this dataset then run
-    over the readable rows only.
+    The constructor decodes every image once (a progress bar), so that problems surface before
+    training: `on_bad_image="raise"` (default) raises ValueError at the first unreadable image,
+    naming it; `on_bad_image="skip"` drops the unreadable ones and lists them in `skipped` as
+    `(row index, reason)`; indices of this dataset then run over the readable rows only.
     """
 
     def __init__(
@@ -148,10 +148,10 @@ class ImageDataset(torch.utils.data.Dataset):
         columns = [self.image_column] + ([self.label_column] if self.label_column else [])
         self._rows = hf_dataset.select_columns(columns).cast_column(self.image_column, datasets.Image(decode=False))
 
+        # Every image is decoded once here, so that a bad file or a channel mismatch is reported
+        # (or skipped) before any training step, never mid-epoch.
         self.skipped: list[tuple[int, str]] = []
-        self._indices: list[int] | range = range(len(self._rows))
-        if on_bad_image == "skip":
-            self._indices = self._drop_bad_images()
+        self._indices: list[int] = self._check_images()
 
     # -- columns ----------------------------------------------------------------------------------
     @staticmethod
@@ -213,7 +213,8 @@ class ImageDataset(torch.utils.data.Dataset):
         # decode_example opens, load()s (which catches truncated files) and applies EXIF orientation.
         return self._decoder.decode_example(value)
 
-    def _drop_bad_images(self) -> list[int]:
+    def _check_images(self) -> list[int]:
+        """Indices of the readable rows; with on_bad_image="raise", the first bad one raises."""
         keep: list[int] = []
         images = self._rows.select_columns([self.image_column])
         for index, row in enumerate(tqdm(images, desc="Checking images", unit="img", total=len(images))):
@@ -221,6 +222,11 @@ class ImageDataset(torch.utils.data.Dataset):
             try:
                 image = self._decode(value)
             except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+                if self.on_bad_image == "raise":
+                    raise ValueError(
+                        f"image {index} could not be decoded ({self._describe_failure(value, exc)}). Pass "
+                        "on_bad_image='skip' to drop unreadable images when the dataset is built."
+                    ) from exc
                 self.skipped.append((index, self._describe_failure(value, exc)))
                 continue
             # A channel mismatch is a setting to fix, not a bad file: say so now, not mid-epoch.
