@@ -307,3 +307,16 @@ def test_scq_sparse_backward_passes_gradcheck():
 def test_simplex_projection_presorted_matches_sorting():
     values = torch.randn(40, 9).sort(dim=1, descending=True).values
     assert torch.equal(project_to_simplex(values, presorted=True), project_to_simplex(values))
+
+
+def test_gmvq_training_samples_follow_the_posterior():
+    """Gumbel-max: the argmax of the relaxed sample is distributed as q(c|x) (here 3 codes whose
+    means are the unit vectors, so `quantized` is the relaxed sample itself)."""
+    q = build_quantizer("gmvq", 3, 3, kmeans_init=False, noise_scale=0.0, learn_dim_weights=False, sigma_z=1.0)
+    with torch.no_grad():
+        q.codebook.copy_(torch.eye(3))
+    z = torch.tensor([[0.8, 0.3, -0.2]]).repeat(40000, 1)
+    posterior = (-((z[:1, None] - torch.eye(3)[None]) ** 2).sum(-1) / 2).softmax(-1)[0]
+    samples = q.train()(z).quantized.argmax(-1)
+    frequencies = torch.bincount(samples, minlength=3).float() / len(samples)
+    assert torch.allclose(frequencies, posterior, atol=0.01), (frequencies, posterior)
