@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from stage1_tokenizer import VQVAEConfig, VQVAEModel
-from stage1_tokenizer.data import load_fashion_mnist
+from stage1_tokenizer.data import FashionMNIST, load_fashion_mnist
+from stage1_tokenizer.train import compute_loss
+from stage1_tokenizer.training import TrainingConfig, train
 from stage1_tokenizer.quantizers import CodebookUsage
 from stage1_tokenizer.visualize import plot_codebook_usage, save_image_grid
 
@@ -34,7 +34,7 @@ VARIANTS = {
 }
 
 
-def train_and_evaluate(name, kind, options, train_images, test_images, args):
+def train_and_evaluate(name, kind, options, train_dataset, test_images, args):
     torch.manual_seed(args.seed)
     if kind == "gmvq":  # anneal the Gumbel temperature over the run
         options = {"temperature_anneal_steps": args.steps, **options}
@@ -43,19 +43,16 @@ def train_and_evaluate(name, kind, options, train_images, test_images, args):
         codebook_size=args.codebook_size, quantizer=kind, quantizer_options=options,
     )  # fmt: skip
     model = VQVAEModel(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    generator = torch.Generator().manual_seed(args.seed)
-    model.train()
-    start = time.perf_counter()
-    bar = tqdm(range(args.steps), desc=f"{name:>14}", leave=False)
-    for _ in bar:
-        batch = train_images[torch.randint(len(train_images), (args.batch_size,), generator=generator)]
-        output = model(batch)
-        optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        optimizer.step()
-        bar.set_postfix(mse=f"{output.reconstruction_loss.item():.4f}", ppl=f"{output.perplexity[0].item():.0f}")
-    seconds_per_step = (time.perf_counter() - start) / args.steps
+    # The project's one training loop (Accelerate): each variant's run, TensorBoard logs and
+    # model folder stay in OUTPUT_DIR/runs/<variant>.
+    training = TrainingConfig(
+        output_dir=str(args.output_dir / "runs" / name.replace(" + ", "-")), max_steps=args.steps,
+        batch_size=args.batch_size, learning_rate=args.lr, eval_every=0, save_every=args.steps,
+        keep_checkpoints=1, seed=args.seed,
+    )  # fmt: skip
+    train(model, train_dataset, training, compute_loss=compute_loss)
+    summary = json.loads((Path(training.output_dir) / "train_summary.json").read_text())
+    seconds_per_step = summary["seconds_in_steps"] / summary["steps"]
 
     model.eval()
     usage = CodebookUsage(args.codebook_size)
@@ -94,7 +91,7 @@ def main(argv=None):
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/quantizer_quality"))
     args = parser.parse_args(argv)
 
-    train_images, _ = load_fashion_mnist("train")
+    train_dataset = FashionMNIST("train")
     test_images, _ = load_fashion_mnist("test")
     if args.test_limit:
         test_images = test_images[: args.test_limit]
@@ -103,7 +100,7 @@ def main(argv=None):
     results, rows, usage_counts = [], [test_images[: args.num_examples]], {}
     for name in args.variants:
         kind, options = VARIANTS[name]
-        result, reconstructions, counts = train_and_evaluate(name, kind, options, train_images, test_images, args)
+        result, reconstructions, counts = train_and_evaluate(name, kind, options, train_dataset, test_images, args)
         results.append(result)
         rows.append(reconstructions)
         usage_counts[name] = counts
@@ -113,7 +110,7 @@ def main(argv=None):
     baseline = next((r for r in results if r["quantizer"] == "vq"), results[0])
     lines = [
         f"Fashion-MNIST, 28x28 -> 7x7 codes, K={args.codebook_size}, code_dim={args.code_dim}, "
-        f"{args.steps} steps of batch {args.batch_size}, Adam lr {args.lr}, seed {args.seed}; "
+        f"{args.steps} steps of batch {args.batch_size}, AdamW lr {args.lr} (the shared training loop), seed {args.seed}; "
         f"test split: {len(test_images)} images.",
         "",
         "| quantizer | test MSE | test MSE from codes | MSE / vq's | codebook used | test perplexity | ms / step | time / vq's |",

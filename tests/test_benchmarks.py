@@ -1,0 +1,29 @@
+"""The benchmarks (the README's main job among them) run end to end on tiny settings."""
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import quantizer_quality  # noqa: E402
+import quantizer_speed  # noqa: E402
+
+
+def test_quality_benchmark_writes_its_table_and_pictures(tmp_path):
+    results = quantizer_quality.main(
+        ["--steps", "4", "--test-limit", "200", "--variants", "vq", "gmvq", "--codebook-size", "32",
+         "--num-examples", "4", "--output-dir", str(tmp_path)]  # fmt: skip
+    )
+    assert [r["quantizer"] for r in results] == ["vq", "gmvq"]
+    assert all(0 < r["test_mse_from_codes"] < 1 and 0 < r["codebook_used"] <= 1 for r in results)
+    table = (tmp_path / "results.md").read_text()
+    assert "| gmvq |" in table and "MSE / vq's" in table
+    assert (tmp_path / "reconstructions.png").stat().st_size > 0 and (tmp_path / "codebook_usage.png").exists()
+    assert (tmp_path / "runs" / "gmvq" / "model" / "model.safetensors").exists()
+
+
+def test_speed_benchmark_reports_ratios(capsys):
+    median = quantizer_speed.main(["--vectors", "2048", "--dim", "16", "--codebook-size", "64", "--repeats", "2"])
+    assert {"floor", "vq", "vq-ema", "gmvq", "scq", "vector-quantize-pytorch (EMA)"} <= set(median)
+    assert "| scq |" in capsys.readouterr().out
