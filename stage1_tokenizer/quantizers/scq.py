@@ -118,7 +118,8 @@ class SoftConvexQuantizer(BaseQuantizer):
         # Project each row's k largest entries of P. The projection is exact when the support
         # fits: rows whose k-th entry got weight are solved again with 4k entries, then with all K.
         rows = torch.arange(flat.shape[0], device=flat.device)
-        for round_number, k in enumerate(dict.fromkeys(min(k, self.codebook_size) for k in (self.support_size, 4 * self.support_size, self.codebook_size))):
+        sizes = dict.fromkeys(min(k, self.codebook_size) for k in (self.support_size, 4 * self.support_size, self.codebook_size))
+        for round_number, k in enumerate(sizes):
             round_y = y if round_number == 0 else y.index_select(0, rows)
             round_vq = vq_codes[rows]
             index, values = self._largest_entries(round_y.detach(), codebook.detach(), round_vq, k)  # (n, k)
