@@ -66,14 +66,15 @@ def train_and_evaluate(name, kind, options, train_dataset, test_images, args):
         examples = test_images[: args.num_examples]
         reconstructions = model.decode(model.encode(examples)).clamp(0, 1)
     count = test_images.numel()
+    fraction_used, perplexity, counts = usage.summarize()
     return {
         "quantizer": name,
         "test_mse": squared_error / count,
         "test_mse_from_codes": squared_error_from_codes / count,
-        "codebook_used": usage.fraction_used(),
-        "test_perplexity": usage.perplexity(),
+        "codebook_used": fraction_used,
+        "test_perplexity": perplexity,
         "ms_per_step": 1000 * seconds_per_step,
-    }, reconstructions, usage.counts
+    }, reconstructions, counts
 
 
 def main(argv=None):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from .modeling_vqvae import VQVAEModel
+from .training import publish_directory
 
 METADATA_FILE = "code_dataset.json"
 # Buffers that only steer training (usage counters, EMA statistics, the annealing step): they do
@@ -76,9 +76,7 @@ def save_code_dataset(codes: datasets.Dataset, model: VQVAEModel, output_dir: st
         "num_examples": len(codes),
     }
     (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-    shutil.rmtree(output_dir, ignore_errors=True)
-    os.replace(tmp, output_dir)
-    return output_dir
+    return publish_directory(tmp, output_dir)
 
 
 def load_code_dataset(path: str | Path, tokenizer: VQVAEModel | None = None) -> tuple[datasets.Dataset, dict]:

@@ -27,7 +27,6 @@ from .configuration_vqvae import VQVAEConfig
 from .data import FashionMNIST, PhotoCrops, load_hub_image_dataset, load_image_folder
 from .modeling_vqvae import VQVAEModel
 from .quantizers import QUANTIZERS, CodebookUsage
-from .quantizers.base import perplexity_from_counts
 from .training import TrainingConfig, train
 from .visualize import plot_codebook_usage, save_image_grid
 
@@ -142,11 +141,11 @@ def make_evaluate(eval_dataset, data: DataArguments, output_dir: Path, codebook_
         pixels = len(eval_dataset) * eval_dataset[0]["pixel_values"].numel()
         metrics = {"mse_from_codes": squared_error / pixels}
         names = ["top", "bottom"] if levels == 2 else [unwrapped.config.quantizer]
-        counts = {name: usage.global_counts() for name, usage in zip(names, usages)}  # collectives: every rank
-        for name, level_counts in counts.items():
+        counts = {}
+        for name, usage in zip(names, usages):
             suffix = f"_{name}" if levels == 2 else ""
-            metrics[f"codebook_used{suffix}"] = (level_counts > 0).float().mean().item()
-            metrics[f"perplexity{suffix}"] = perplexity_from_counts(level_counts).item()
+            # a collective: every rank calls it
+            metrics[f"codebook_used{suffix}"], metrics[f"perplexity{suffix}"], counts[name] = usage.summarize()
         if accelerator.is_main_process:
             examples = torch.stack([eval_dataset[i]["pixel_values"] for i in range(min(data.num_examples, len(eval_dataset)))])
             with torch.no_grad():

@@ -70,6 +70,15 @@ class TrainingConfig:
             raise ValueError(f"--mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}.")
 
 
+def publish_directory(tmp: Path, final: Path) -> Path:
+    """Moves a completely written `tmp` directory to `final`, replacing what was there. The rename
+    is the commit point: a run killed before it leaves only `tmp`, never a half-written `final`."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
 def checkpoint_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / "checkpoints"
 
@@ -213,8 +222,7 @@ def train(
         tmp = output_dir / ".model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         accelerator.unwrap_model(model).save_pretrained(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        publish_directory(tmp, final)
     accelerator.end_training()
     return last_eval
 
@@ -237,9 +245,7 @@ def save_checkpoint(
         accelerator.unwrap_model(model).save_pretrained(tmp / "model")
         state = {"step": step, "metrics": {k: float(v) for k, v in (metrics or {}).items()}}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-        if final.exists():  # re-saving the same step (a resumed run): replace it whole
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        publish_directory(tmp, final)  # re-saving the same step (a resumed run) replaces it whole
         for old in list_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

@@ -98,9 +98,9 @@ class CodebookUsage:
 
     >>> usage = CodebookUsage(codebook_size=512)
     >>> for batch in loader: usage.update(model(batch).codes)
-    >>> usage.fraction_used(), usage.perplexity()
+    >>> usage.fraction_used(), usage.perplexity()   # or usage.summarize(): both, one reduction
 
-    Under torch.distributed, call `fraction_used` / `perplexity` on every rank: counts are summed.
+    Under torch.distributed, call these on every rank: counts are summed over ranks.
     """
 
     def __init__(self, codebook_size: int):
@@ -126,11 +126,16 @@ class CodebookUsage:
             dist.all_reduce(counts)
         return counts.cpu()
 
+    def summarize(self) -> tuple[float, float, torch.Tensor]:
+        """(fraction of the codebook used, perplexity, summed counts) with one reduction."""
+        counts = self.global_counts()
+        return (counts > 0).float().mean().item(), perplexity_from_counts(counts).item(), counts
+
     def fraction_used(self) -> float:
-        return (self.global_counts() > 0).float().mean().item()
+        return self.summarize()[0]
 
     def perplexity(self) -> float:
-        return perplexity_from_counts(self.global_counts()).item()
+        return self.summarize()[1]
 
 
 class BaseQuantizer(nn.Module):
@@ -218,7 +223,10 @@ class BaseQuantizer(nn.Module):
     # -- codebook health ------------------------------------------------------------------------
     @torch.no_grad()
     def _kmeans_init(self, flat: torch.Tensor) -> None:
-        centroids = kmeans(flat, self.codebook_size, self.kmeans_iters)
+        if is_distributed() and dist.get_rank() != 0:  # rank 0 computes, the others receive
+            centroids = flat.new_empty(self.codebook_size, self.dim, dtype=torch.float32)
+        else:
+            centroids = kmeans(flat, self.codebook_size, self.kmeans_iters)
         broadcast_from_rank0(centroids)
         self._set_codewords(torch.arange(self.codebook_size, device=flat.device), centroids)
         self.initialized.fill_(True)
