@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 from stage1_tokenizer import VQVAEConfig, VQVAEModel
 from stage1_tokenizer.data import FashionMNIST, load_fashion_mnist
+from stage1_tokenizer.quantizers import CodebookUsage
 from stage1_tokenizer.train import compute_loss
 from stage1_tokenizer.training import TrainingConfig, train
-from stage1_tokenizer.quantizers import CodebookUsage
 from stage1_tokenizer.visualize import plot_codebook_usage, save_image_grid
 
 # Every kind gets k-means init (the default); "vq + restarts" adds dead-code restarts.

@@ -35,7 +35,9 @@ _TRAINING_ONLY = ("steps_unused", "initialized", "ema_count", "ema_sum", ".step"
 
 
 def tokenizer_fingerprint(model: VQVAEModel) -> str:
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    # the config's own fields: not where it was loaded from (`_name_or_path`) or which version wrote it
+    fields = {k: v for k, v in model.config.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         if name.endswith(_TRAINING_ONLY):
             continue

@@ -13,21 +13,18 @@ samples/reconstructions-step-N.png (originals over reconstructions), codebook_us
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 import torch.nn.functional as F
 from torch.utils.data import Subset
-from transformers import HfArgumentParser
 
 from .configuration_vqvae import VQVAEConfig
 from .data import FashionMNIST, PhotoCrops, load_hub_image_dataset, load_image_folder
 from .modeling_vqvae import VQVAEModel
 from .quantizers import QUANTIZERS, CodebookUsage
-from .training import TrainingConfig, train
+from .training import TrainingConfig, parse_recipe_args, train
 from .visualize import plot_codebook_usage, save_image_grid
 
 
@@ -159,15 +156,7 @@ def make_evaluate(eval_dataset, data: DataArguments, output_dir: Path, codebook_
 
 def parse_args(argv=None):
     """Flags, or a YAML/JSON recipe followed by flags that override it."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingConfig))
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
-        recipe = Path(argv.pop(0))
-        if not recipe.is_file():
-            raise FileNotFoundError(f"recipe {recipe} not found; recipes ship in recipes/.")
-        values = yaml.safe_load(recipe.read_text()) or {}
-        argv = [item for key, value in values.items() if value is not None for item in (f"--{key}", str(value))] + argv
-    return parser.parse_args_into_dataclasses(argv)
+    return parse_recipe_args((ModelArguments, DataArguments, TrainingConfig), argv)
 
 
 def main(argv=None) -> tuple[VQVAEModel, dict]:

@@ -18,16 +18,19 @@ import os
 import re
 import resource
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+from transformers import HfArgumentParser
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{7})$")
 
@@ -68,6 +71,19 @@ class TrainingConfig:
                 raise ValueError(f"--{name} got {getattr(self, name)!r}: it must be positive.")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"--mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}.")
+
+
+def parse_recipe_args(dataclass_types, argv=None) -> tuple:
+    """The one config system of both stages' CLIs: flags, or a YAML/JSON recipe followed by flags
+    that override it, parsed by `HfArgumentParser` into the given dataclasses."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        recipe = Path(argv.pop(0))
+        if not recipe.is_file():
+            raise FileNotFoundError(f"recipe {recipe} not found; recipes ship in recipes/.")
+        values = yaml.safe_load(recipe.read_text()) or {}
+        argv = [item for key, value in values.items() if value is not None for item in (f"--{key}", str(value))] + argv
+    return HfArgumentParser(dataclass_types).parse_args_into_dataclasses(argv)
 
 
 def publish_directory(tmp: Path, final: Path) -> Path:

@@ -1,1 +1,28 @@
-"""Stage two: autoregressive priors over the codes of a stage-one tokenizer (issue 4)."""
+"""Stage two: autoregressive priors over the codes of a stage-one tokenizer."""
+
+from transformers import AutoConfig, AutoModel
+
+from .pixelcnn import PixelCNNConfig, PixelCNNPrior
+from .prior import AutoregressivePrior, PriorConfig, PriorOutput, sample_hierarchy
+from .transformer import TransformerConfig, TransformerPrior
+from .wavenet import WaveNetConfig, WaveNetPrior
+
+AutoConfig.register(PixelCNNConfig.model_type, PixelCNNConfig)
+AutoModel.register(PixelCNNConfig, PixelCNNPrior)
+AutoConfig.register(TransformerConfig.model_type, TransformerConfig)
+AutoModel.register(TransformerConfig, TransformerPrior)
+AutoConfig.register(WaveNetConfig.model_type, WaveNetConfig)
+AutoModel.register(WaveNetConfig, WaveNetPrior)
+
+__all__ = [
+    "AutoregressivePrior",
+    "PixelCNNConfig",
+    "PixelCNNPrior",
+    "PriorConfig",
+    "PriorOutput",
+    "TransformerConfig",
+    "TransformerPrior",
+    "WaveNetConfig",
+    "WaveNetPrior",
+    "sample_hierarchy",
+]

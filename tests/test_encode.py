@@ -49,3 +49,8 @@ def test_fingerprint_ignores_training_counters_but_not_weights(tmp_path):
     with torch.no_grad():
         model.decoder.net[0].weight[0, 0, 0, 0] += 1e-3
     assert tokenizer_fingerprint(model) != before
+
+
+def test_fingerprint_survives_save_and_reload(tmp_path):
+    model = make_tokenizer(tmp_path / "tok", 0)
+    assert tokenizer_fingerprint(VQVAEModel.from_pretrained(tmp_path / "tok")) == tokenizer_fingerprint(model)

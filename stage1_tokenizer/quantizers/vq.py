@@ -15,7 +15,6 @@ from torch import nn
 
 from .base import BaseQuantizer
 
-
 # Rows per block when scanning N x K score matrices: a 2048 x 512 block stays in cache, which
 # halves the time of the argmin on CPU compared to one N x K matrix (benchmarks/quantizer_speed.py).
 SCAN_BLOCK_ELEMENTS = 2**20
