@@ -63,8 +63,11 @@ def encode_dataset(model: VQVAEModel, dataset, batch_size: int = 256) -> dataset
     return datasets.Dataset.from_dict(columns)
 
 
-def save_code_dataset(codes: datasets.Dataset, model: VQVAEModel, output_dir: str | Path, id2label=None) -> Path:
-    """Writes the dataset and its metadata under a temporary name, then renames it into place."""
+def save_code_dataset(
+    codes: datasets.Dataset, model: VQVAEModel, output_dir: str | Path, id2label=None, source: str | None = None
+) -> Path:
+    """Writes the dataset and its metadata under a temporary name, then renames it into place.
+    `source` names the data that was encoded (kept for model cards)."""
     output_dir = Path(output_dir)
     tmp = output_dir.with_name(f".{output_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -76,6 +79,7 @@ def save_code_dataset(codes: datasets.Dataset, model: VQVAEModel, output_dir: st
         "num_levels": model.config.num_levels,
         "id2label": {int(k): v for k, v in (id2label or {}).items()},
         "num_examples": len(codes),
+        "dataset": source,
     }
     (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     return publish_directory(tmp, output_dir)
@@ -128,7 +132,7 @@ def main(argv=None) -> Path:
         source = Subset(source, range(min(args.limit, len(source))))
     codes = encode_dataset(model, source, args.batch_size)
     id2label = getattr(getattr(source, "dataset", source), "id2label", None)
-    path = save_code_dataset(codes, model, args.output_dir, id2label)
+    path = save_code_dataset(codes, model, args.output_dir, id2label, source=args.dataset)
     print(f"wrote {len(codes)} examples of codes {config.code_grids} to {path}")
     return path
 

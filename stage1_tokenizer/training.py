@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{7})$")
+EVAL_RESULTS = "eval_results.json"  # in OUTPUT_DIR/model: the final evaluation
 
 
 @dataclass
@@ -137,7 +138,8 @@ def train(
     compute_loss(model, batch) -> (loss, {name: scalar}) is called on every micro-batch;
     evaluate(model, accelerator, step) -> {name: float} runs on every process (so it may gather)
     every `eval_every` steps and at the end; its scalars go to TensorBoard.
-    The final model is written with `save_pretrained` to OUTPUT_DIR/model.
+    The final model is written with `save_pretrained` to OUTPUT_DIR/model, its last evaluation
+    beside it as eval_results.json.
     """
     output_dir = Path(config.output_dir)
     accelerator = Accelerator(
@@ -238,6 +240,8 @@ def train(
         tmp = output_dir / ".model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         accelerator.unwrap_model(model).save_pretrained(tmp)
+        # the last evaluation travels with the model (bundles and model cards read it)
+        (tmp / EVAL_RESULTS).write_text(json.dumps({"step": step, **{k: float(v) for k, v in last_eval.items()}}, indent=2))
         publish_directory(tmp, final)
     accelerator.end_training()
     return last_eval

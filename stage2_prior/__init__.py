@@ -2,6 +2,7 @@
 
 from transformers import AutoConfig, AutoModel
 
+from .generator import VQGenerator, VQGeneratorConfig
 from .pixelcnn import PixelCNNConfig, PixelCNNPrior
 from .prior import AutoregressivePrior, PriorConfig, PriorOutput, sample_hierarchy
 from .transformer import TransformerConfig, TransformerPrior
@@ -13,6 +14,8 @@ AutoConfig.register(TransformerConfig.model_type, TransformerConfig)
 AutoModel.register(TransformerConfig, TransformerPrior)
 AutoConfig.register(WaveNetConfig.model_type, WaveNetConfig)
 AutoModel.register(WaveNetConfig, WaveNetPrior)
+AutoConfig.register(VQGeneratorConfig.model_type, VQGeneratorConfig)
+AutoModel.register(VQGeneratorConfig, VQGenerator)
 
 __all__ = [
     "AutoregressivePrior",
@@ -22,6 +25,8 @@ __all__ = [
     "PriorOutput",
     "TransformerConfig",
     "TransformerPrior",
+    "VQGenerator",
+    "VQGeneratorConfig",
     "WaveNetConfig",
     "WaveNetPrior",
     "sample_hierarchy",

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from torch.utils.data import Dataset
 
 from stage1_tokenizer import VQVAEModel
@@ -31,6 +32,7 @@ from stage1_tokenizer.encode import load_code_dataset
 from stage1_tokenizer.training import TrainingConfig, parse_recipe_args, train
 from stage1_tokenizer.visualize import save_image_grid
 
+from .generator import write_bundle
 from .pixelcnn import PixelCNNConfig, PixelCNNPrior
 from .prior import AutoregressivePrior
 from .transformer import TransformerConfig, TransformerPrior
@@ -63,6 +65,11 @@ class CodeDataArguments:
     samples_per_class: int = field(default=8, metadata={"help": "Decoded samples per class in each PNG (0: none)."})
     sample_classes: int = field(default=10, metadata={"help": "Rows of the sample PNG: the first N classes."})
     sample_temperature: float = field(default=1.0, metadata={"help": "Temperature of those samples."})
+    bundle_dir: str | None = field(
+        default=None,
+        metadata={"help": "Also write a generator bundle (tokenizer + this prior; one-level tokenizers) here."},
+    )
+    label_set: str | None = field(default=None, metadata={"help": "The bundle's label set: 'imagenet-1k' or none."})
 
 
 class CodeDataset(Dataset):
@@ -190,6 +197,11 @@ def main(argv=None) -> tuple[AutoregressivePrior, dict]:
     tokenizer = VQVAEModel.from_pretrained(data_args.tokenizer).eval()
     train_codes, metadata = load_code_dataset(data_args.train_codes, tokenizer)
     has_labels = "label" in train_codes.column_names
+    if data_args.bundle_dir is not None and metadata["num_levels"] != 1:
+        raise ValueError(
+            "--bundle_dir needs a one-level tokenizer; for two levels train both priors, then "
+            "`python -m stage2_prior.generator --tokenizer ... --priors TOP BOTTOM --output_dir ...`."
+        )
     if prior_args.conditional and not has_labels:
         print(f"{data_args.train_codes} has no labels: training an unconditional prior.")
     conditional = prior_args.conditional and has_labels
@@ -209,6 +221,10 @@ def main(argv=None) -> tuple[AutoregressivePrior, dict]:
         evaluate=evaluate,
         run_config={**asdict(prior_args), **asdict(data_args)},
     )
+    if data_args.bundle_dir is not None and PartialState().is_main_process:
+        write_bundle(data_args.tokenizer, [Path(training.output_dir) / "model"], data_args.bundle_dir,
+                     label_set=data_args.label_set, training_data=metadata.get("dataset"))  # fmt: skip
+        print(f"wrote the generator bundle to {data_args.bundle_dir}")
     return model, metrics
 
 

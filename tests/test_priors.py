@@ -182,3 +182,13 @@ def test_dilated_stack_sees_exactly_its_receptive_field_and_steps_match():
     cache = stack.init_cache(2, g, local)
     steps = torch.stack([stack.step(x[:, :, i], cache) for i in range(40)], dim=-1)
     torch.testing.assert_close(steps, out, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", PRIORS)
+def test_truncated_rows_give_the_first_rows_of_the_full_pass(kind):
+    """The uncached sampling path runs the network over the rows generated so far."""
+    model = tiny_prior(kind).eval()
+    codes, condition, context = inputs()
+    full = model(codes, condition, context).logits
+    for rows in range(1, GRID[0]):
+        torch.testing.assert_close(model(codes[:, :rows], condition, context).logits, full[:, :rows], rtol=1e-5, atol=1e-6)
