@@ -29,6 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def gated_activation(pre_activation: torch.Tensor) -> torch.Tensor:
+    """tanh(a) * sigmoid(b) for a, b the two halves of the channel axis (dim 1): WaveNet's
+    equation 2 and the gated PixelCNN's equation 4."""
+    filter_, gate = pre_activation.chunk(2, dim=1)
+    return torch.tanh(filter_) * torch.sigmoid(gate)
+
+
 class GatedResidualLayer(nn.Module):
     def __init__(self, channels: int, skip_channels: int, kernel_size: int, dilation: int, global_channels: int, local_channels: int):
         super().__init__()
@@ -53,10 +60,6 @@ class GatedResidualLayer(nn.Module):
             bias = bias + self.local_projection(local_cond)
         return bias
 
-    def gate(self, pre_activation):
-        filter_, gate = pre_activation.chunk(2, dim=1)
-        return torch.tanh(filter_) * torch.sigmoid(gate)
-
     def forward(self, x, global_cond=None, local_cond=None):  # x (B, C, T)
         # Taps reaching back T or more steps only ever see the zero padding: drop them, so a
         # short sequence does not pay for dilations longer than itself (same values).
@@ -64,7 +67,7 @@ class GatedResidualLayer(nn.Module):
         weight = self.conv.weight[:, :, self.kernel_size - taps :]
         pre = F.conv1d(F.pad(x, ((taps - 1) * self.dilation, 0)), weight, self.conv.bias, dilation=self.dilation)
         pre = pre + self.conditioning(global_cond, local_cond)
-        residual, skip = self.output(self.gate(pre)).split([self.channels, self.output.out_channels - self.channels], 1)
+        residual, skip = self.output(gated_activation(pre)).split([self.channels, self.output.out_channels - self.channels], 1)
         return x + residual, skip
 
 
@@ -140,7 +143,7 @@ class DilatedCausalStack(nn.Module):
             taps = [queue[(t - (k - 1 - m) * d) % size] for m in range(k - 1)]  # inputs at t-(k-1)d .. t-d
             pre = torch.addmm(bias[t if bias.shape[0] > 1 else 0], torch.cat([*taps, x], dim=1), taps_weight)  # (B, 2C)
             queue[t % size] = x  # x is now the newest past input of this layer
-            out = torch.addmm(layer.output.bias, layer.gate(pre), output_weight)  # (B, C + S)
+            out = torch.addmm(layer.output.bias, gated_activation(pre), output_weight)  # (B, C + S)
             x = x + out[:, : layer.channels]
             skips = skips + out[:, layer.channels :]
         cache.step += 1

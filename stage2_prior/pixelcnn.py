@@ -53,6 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stage1_tokenizer.wavenet import gated_activation
+
 from .prior import AutoregressivePrior, PriorConfig, upsample_context
 
 
@@ -101,12 +103,6 @@ class PixelCNNConfig(PriorConfig):
             )
 
 
-def gate(pre_activation):
-    """tanh(a[:C]) * sigmoid(a[C:]) over the channel axis (equation 4)."""
-    filter_, gate_ = pre_activation.chunk(2, dim=1)
-    return torch.tanh(filter_) * torch.sigmoid(gate_)
-
-
 class GatedLayer(nn.Module):
     """One layer of both stacks (figure 2). The convolutions carry no padding of their own: the full
     pass pads its inputs, the cached pass keeps windows that already hold the padding."""
@@ -134,7 +130,7 @@ class GatedLayer(nn.Module):
 
     def horizontal_outputs(self, horizontal_pre, horizontal):
         """a_h and h_l -> h_{l+1}, skip (the part both passes share)."""
-        residual, skip = self.horizontal_output(gate(horizontal_pre)).chunk(2, dim=1)
+        residual, skip = self.horizontal_output(gated_activation(horizontal_pre)).chunk(2, dim=1)
         return (horizontal + residual if self.residual else residual), skip
 
     def forward(self, vertical, horizontal, vertical_cond, horizontal_cond):
@@ -143,7 +139,7 @@ class GatedLayer(nn.Module):
         vertical_pre = self.vertical_conv(F.pad(vertical, (p, p, p, 0))) + vertical_cond  # (B, 2C, h, w)
         above = F.pad(vertical_pre, (0, 0, 1, 0))[:, :, :-1]  # (B, 2C, h, w): row r holds a_v of row r-1
         horizontal_pre = self.horizontal_conv(F.pad(horizontal, (p, 0))) + self.vertical_to_horizontal(above) + horizontal_cond
-        return (gate(vertical_pre), *self.horizontal_outputs(horizontal_pre, horizontal))
+        return (gated_activation(vertical_pre), *self.horizontal_outputs(horizontal_pre, horizontal))
 
 
 @dataclass
@@ -240,7 +236,7 @@ class PixelCNNPrior(AutoregressivePrior):
             cache.vertical_rows[i] = rows
             vertical_pre = layer.vertical_conv(rows) + cache.vertical_conditioning[i][:, :, row - 1 : row]  # (B, 2C, 1, w)
             cache.from_above[i] = layer.vertical_to_horizontal(vertical_pre)
-            vertical = gate(vertical_pre)  # (B, C, 1, w)
+            vertical = gated_activation(vertical_pre)  # (B, C, 1, w)
 
     def _cached_logits(self, cache: PixelCNNCache, codes, index):
         if index != cache.next_index:

@@ -27,3 +27,24 @@ def test_speed_benchmark_reports_ratios(capsys):
     median = quantizer_speed.main(["--vectors", "2048", "--dim", "16", "--codebook-size", "64", "--repeats", "2"])
     assert {"floor", "vq", "vq-ema", "gmvq", "scq", "vector-quantize-pytorch (EMA)"} <= set(median)
     assert "| scq |" in capsys.readouterr().out
+
+
+def test_prior_sampling_benchmark_checks_cached_equals_uncached(capsys):
+    import prior_sampling
+
+    rows = prior_sampling.main(["--quick", "--priors", "wavenet,transformer"])
+    assert [r["prior"] for r in rows] == ["wavenet", "transformer"]
+    assert all(r["cached_s"] > 0 and r["uncached_s"] > 0 for r in rows)
+    assert "| wavenet | 256 |" in capsys.readouterr().out
+
+
+def test_prior_quality_benchmark_reports_nll_against_references(tmp_path):
+    import prior_quality
+
+    rows = prior_quality.main(["--tokenizer-steps", "3", "--steps", "2", "--train-limit", "256", "--test-limit", "64",
+                               "--priors", "pixelcnn,transformer, unconditional", "--output-dir", str(tmp_path)])  # fmt: skip
+    assert [r["prior"] for r in rows] == ["pixelcnn", "transformer, unconditional"]
+    assert all(0 < r["nll_nats_per_code"] < 10 for r in rows)
+    table = (tmp_path / "results.md").read_text()
+    assert "log K (uniform)" in table and "| pixelcnn |" in table
+    assert (tmp_path / "samples-pixelcnn.png").is_file()

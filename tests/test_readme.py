@@ -6,8 +6,26 @@ from pathlib import Path
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+def tiny_demo_bundle(path):
+    """What the demo writes to outputs/demo/bundle, in miniature (Fashion-MNIST's labels)."""
+    import torch
+
+    from stage1_tokenizer import VQVAEConfig, VQVAEModel
+    from stage1_tokenizer.data.fashion_mnist import FASHION_MNIST_LABELS
+    from stage1_tokenizer.encode import tokenizer_fingerprint
+    from stage2_prior import PixelCNNConfig, PixelCNNPrior, VQGenerator
+
+    torch.manual_seed(0)
+    tokenizer = VQVAEModel(VQVAEConfig(hidden_channels=8, code_dim=4, codebook_size=16)).eval()
+    prior = PixelCNNPrior(PixelCNNConfig(codebook_size=16, code_shape=(7, 7), num_classes=10, hidden_channels=8, num_layers=2,
+                                         output_channels=8, tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
+                                         id2label=dict(enumerate(FASHION_MNIST_LABELS))))  # fmt: skip
+    VQGenerator.from_parts(tokenizer, [prior]).save_pretrained(path)
+
+
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the examples write "my-tokenizer" to the working directory
+    tiny_demo_bundle(tmp_path / "outputs" / "demo" / "bundle")
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert len(blocks) >= 2
     namespace = {}
@@ -16,6 +34,7 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     assert namespace["out"].codes.shape == (8, 16, 16)
     assert namespace["images"].shape == (4, 1, 28, 28)
     assert (tmp_path / "my-tokenizer" / "model.safetensors").exists()
+    assert namespace["image"].size == (28, 28)
 
 
 def test_readme_commands_exist():
