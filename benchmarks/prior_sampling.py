@@ -35,13 +35,9 @@ QUICK = {"wavenet": (256,), "pixelcnn": (8, 8), "transformer": (64,)}
 
 
 def build(kind: str, shape):
-    import stage2_prior
+    from stage2_prior.train import PRIORS
 
-    config_class, model_class = {
-        "wavenet": (stage2_prior.WaveNetConfig, stage2_prior.WaveNetPrior),
-        "pixelcnn": (stage2_prior.PixelCNNConfig, stage2_prior.PixelCNNPrior),
-        "transformer": (stage2_prior.TransformerConfig, stage2_prior.TransformerPrior),
-    }[kind]
+    config_class, model_class = PRIORS[kind]
     torch.manual_seed(0)
     return model_class(config_class(codebook_size=512, code_shape=shape, num_classes=10)).eval()
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from transformers import Pipeline
 
-from stage2_prior import VQGenerator
+from stage2_prior import VQGenerator, sample_hierarchy
 
 from .labels import LabelResolver
 
@@ -100,11 +100,8 @@ class VQImageGenerationPipeline(Pipeline):
         for start in range(0, len(classes), batch_size):
             batch = classes[start : start + batch_size]
             condition = None if batch[0] is None else torch.tensor(batch, device=self.device)
-            codes = []  # top level first
-            for prior in priors:
-                context = codes[-1] if codes else None
-                codes.append(prior.generate(len(batch), condition=condition, context=context, generator=generator,
-                                            use_cache=use_cache, **options))  # fmt: skip
+            # top prior first, each lower prior given the codes above it (VQ-VAE-2's order)
+            codes = sample_hierarchy(priors, len(batch), condition, generator=generator, use_cache=use_cache, **options)
             images.append(tokenizer.decode(codes).clamp(0, 1).cpu())  # (B, C, H, W) in [0, 1]
         images = torch.cat(images)
         if output_type == "pt":

@@ -144,6 +144,7 @@ def write_class_samples(prior, tokenizer, eval_dataset, args, path: Path) -> Pat
     n = args.samples_per_class
     classes = range(min(prior.config.num_classes, args.sample_classes)) if prior.config.num_classes else [None]
     generator = torch.Generator(device=prior.device).manual_seed(0)
+    tokenizer = tokenizer.to(prior.device)
     rows = []
     for label in classes:
         context = None
@@ -156,7 +157,7 @@ def write_class_samples(prior, tokenizer, eval_dataset, args, path: Path) -> Pat
                 continue
         condition = None if label is None else torch.full((n,), label, dtype=torch.long, device=prior.device)
         codes = prior.generate(n, condition=condition, context=context, temperature=args.sample_temperature, generator=generator)
-        rows.append(tokenizer.to(prior.device).decode([context, codes] if context is not None else [codes]).cpu())
+        rows.append(tokenizer.decode([context, codes] if context is not None else [codes]).cpu())
     if not rows:
         return None
     return save_image_grid(rows, path)
