@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--train-limit", type=int, default=None, help="encode only N training images")
     parser.add_argument("--test-limit", type=int, default=None, help="evaluate on N test images")
-    parser.add_argument("--priors", default=",".join(PRIORS), help="comma-separated subset of: " + ", ".join(PRIORS))
+    parser.add_argument("--priors", default=",".join(PRIORS), help="comma-separated subset of: " + "; ".join(PRIORS))
     parser.add_argument("--output-dir", type=Path, default=REPO / "outputs" / "priors")
     args = parser.parse_args(argv)
 
@@ -74,7 +75,7 @@ def main(argv=None) -> list[dict]:
     }
 
     rows = []
-    for name in args.priors.split(","):
+    for name in re.split(r",(?! )", args.priors):  # "transformer, unconditional" is one name
         kind, options, conditional = PRIORS[name.strip()]
         run = out / "runs" / name.strip().replace(", ", "-")
         model, metrics = prior_cli.main([
