@@ -16,8 +16,8 @@ def tiny_demo_bundle(path):
     from stage2_prior import PixelCNNConfig, PixelCNNPrior, VQGenerator
 
     torch.manual_seed(0)
-    tokenizer = VQVAEModel(VQVAEConfig(hidden_channels=8, code_dim=4, codebook_size=16)).eval()
-    prior = PixelCNNPrior(PixelCNNConfig(codebook_size=16, code_shape=(7, 7), num_classes=10, hidden_channels=8, num_layers=2,
+    tokenizer = VQVAEModel(VQVAEConfig(hidden_channels=8, code_dim=4, codebook_size=128)).eval()
+    prior = PixelCNNPrior(PixelCNNConfig(codebook_size=128, code_shape=(7, 7), num_classes=10, hidden_channels=8, num_layers=2,
                                          output_channels=8, tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
                                          id2label=dict(enumerate(FASHION_MNIST_LABELS))))  # fmt: skip
     VQGenerator.from_parts(tokenizer, [prior]).save_pretrained(path)
