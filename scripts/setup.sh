@@ -5,8 +5,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-# Offline data: Fashion-MNIST idx files from Debian.
-apt_packages=(dataset-fashion-mnist)
+# Offline data: Fashion-MNIST idx files and the espeak-ng synthesizer (the built-in speech corpus) from Debian.
+apt_packages=(dataset-fashion-mnist espeak-ng)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

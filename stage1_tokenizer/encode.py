@@ -122,9 +122,8 @@ def main(argv=None) -> Path:
     (args,) = HfArgumentParser(EncodeArguments).parse_args_into_dataclasses(argv)
     model = VQVAEModel.from_pretrained(args.tokenizer)
     config = model.config
-    model_args = ModelArguments(
-        **{name: getattr(config, name) for name in ModelArguments.__dataclass_fields__ if name != "quantizer_options"}
-    )
+    fields = [name for name in ModelArguments.__dataclass_fields__ if hasattr(config, name) and name != "quantizer_options"]
+    model_args = ModelArguments(**{name: getattr(config, name) for name in fields}, speaker_conditioning=bool(config.speakers))
     data = DataArguments(dataset=args.dataset, eval_split=args.split, train_split=args.split, eval_limit=None)
     train, held_out = build_datasets(data, model_args)
     source = train if args.split == "train" else held_out

@@ -1,4 +1,5 @@
-"""PNG outputs: image grids (samples, reconstructions) and codebook-usage plots."""
+"""Outputs people look at: PNG image grids (samples, reconstructions), codebook-usage plots,
+WAV files and log-mel spectrogram PNGs of audio."""
 
 from __future__ import annotations
 
@@ -54,6 +55,51 @@ def plot_codebook_usage(counts: dict[str, torch.Tensor], path: str | Path) -> Pa
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     figure.savefig(tmp, format="png", dpi=120)
+    plt.close(figure)
+    os.replace(tmp, path)
+    return path
+
+
+def save_wav(waveform: torch.Tensor, path: str | Path, sampling_rate: int) -> Path:
+    """Writes a mono waveform ((1, T) or (T,), values in [-1, 1]) as 16-bit PCM WAV, atomically."""
+    import soundfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    samples = waveform.detach().float().reshape(-1).clamp(-1, 1).cpu().numpy()
+    soundfile.write(tmp, samples, sampling_rate, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)
+    return path
+
+
+def plot_spectrograms(rows: dict[str, list[torch.Tensor]], path: str | Path, sampling_rate: int) -> Path:
+    """A PNG of log-mel spectrograms: one row per name (e.g. "original", "reconstruction"), one
+    column per waveform."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .audio import log_mel_spectrogram
+
+    columns = max(len(waves) for waves in rows.values())
+    figure, axes = plt.subplots(len(rows), columns, figsize=(3 * columns, 2.2 * len(rows)), squeeze=False)
+    for i, (name, waves) in enumerate(rows.items()):
+        for j in range(columns):
+            axis = axes[i][j]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if j < len(waves):
+                mel = log_mel_spectrogram(waves[j].detach().float().reshape(1, -1).cpu(), sampling_rate)[0]
+                axis.imshow(mel.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=-11.5, vmax=max(2.0, mel.max().item()))
+            if j == 0:
+                axis.set_ylabel(name)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    figure.savefig(tmp, format="png", dpi=100)
     plt.close(figure)
     os.replace(tmp, path)
     return path

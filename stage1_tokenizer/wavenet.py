@@ -2,7 +2,7 @@
 fast generation queues of Paine et al. 2016 ("Fast Wavenet Generation Algorithm").
 
 Written once here and used by both stages: stage two's `WaveNetPrior` over code sequences and the
-WaveNet audio decoder (issue 6).
+speech tokenizer's `WaveNetDecoder` over mu-law audio samples (below).
 
 Each layer (equation 2 of the paper, with its conditioning from section 2.5):
 
@@ -12,8 +12,10 @@ Each layer (equation 2 of the paper, with its conditioning from section 2.5):
     skip += W_skip gated                                # skip path, summed over layers
 
 `g` is a global conditioning vector (speaker or class embedding), `l` a local conditioning
-sequence at the same rate as `x` (upsampled codes of an upper level). The stack's output is the
-sum of the skips.
+sequence (upsampled codes of an upper level, or the codes of the audio decoder). `l` may come at a
+rate `local_upsample` times lower than `x`: it is projected at its own rate and each of its steps
+then covers `local_upsample` steps of `x` (64 audio samples per code), which keeps the cache small.
+The stack's output is the sum of the skips.
 
 Generation one step at a time (`step`): each layer keeps a queue of its last (k-1)*d inputs, so a
 step costs one k-tap product per layer instead of a convolution over the whole past. A zero queue
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 
 def gated_activation(pre_activation: torch.Tensor) -> torch.Tensor:
@@ -34,6 +37,17 @@ def gated_activation(pre_activation: torch.Tensor) -> torch.Tensor:
     equation 2 and the gated PixelCNN's equation 4."""
     filter_, gate = pre_activation.chunk(2, dim=1)
     return torch.tanh(filter_) * torch.sigmoid(gate)
+
+
+def sample_from_logits(logits, temperature: float = 1.0, top_k: int | None = None, generator=None):
+    """One id per row of logits (B, K): softmax(logits / temperature) restricted to the top_k.
+    The one sampling rule of the WaveNet decoder and of stage two's priors."""
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        threshold = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < threshold, float("-inf"))
+    probabilities = F.softmax(logits, dim=-1)
+    return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
 
 
 class GatedResidualLayer(nn.Module):
@@ -51,22 +65,27 @@ class GatedResidualLayer(nn.Module):
     def receptive_field(self) -> int:
         return (self.kernel_size - 1) * self.dilation
 
-    def conditioning(self, global_cond, local_cond):
-        """(B, 2C, 1) + (B, 2C, T) terms added before the gate; None when absent."""
+    def conditioning(self, global_cond, local_cond, local_upsample: int = 1, length: int | None = None):
+        """The (B, 2C, 1) + (B, 2C, T') terms added before the gate (0 when absent). Without
+        `length`, the local term stays at its own rate (T' = local steps); with it, each local step
+        is repeated `local_upsample` times and the result cut to `length`."""
         bias = 0
         if self.global_projection is not None:
             bias = bias + self.global_projection(global_cond).unsqueeze(-1)
         if self.local_projection is not None:
-            bias = bias + self.local_projection(local_cond)
+            local = self.local_projection(local_cond)
+            if length is not None:
+                local = local.repeat_interleave(local_upsample, dim=-1)[..., :length]
+            bias = bias + local
         return bias
 
-    def forward(self, x, global_cond=None, local_cond=None):  # x (B, C, T)
+    def forward(self, x, global_cond=None, local_cond=None, local_upsample: int = 1):  # x (B, C, T)
         # Taps reaching back T or more steps only ever see the zero padding: drop them, so a
         # short sequence does not pay for dilations longer than itself (same values).
         taps = 1 + min(self.kernel_size - 1, (x.shape[-1] - 1) // self.dilation)
         weight = self.conv.weight[:, :, self.kernel_size - taps :]
         pre = F.conv1d(F.pad(x, ((taps - 1) * self.dilation, 0)), weight, self.conv.bias, dilation=self.dilation)
-        pre = pre + self.conditioning(global_cond, local_cond)
+        pre = pre + self.conditioning(global_cond, local_cond, local_upsample, x.shape[-1])
         residual, skip = self.output(gated_activation(pre)).split([self.channels, self.output.out_channels - self.channels], 1)
         return x + residual, skip
 
@@ -76,7 +95,7 @@ class StackCache:
     """Per-layer queues of past inputs, and each layer's weights laid out for one-vector steps."""
 
     queues: list[torch.Tensor]  # layer i: ((k-1) * d_i, B, C), a ring buffer indexed by t mod its length
-    biases: list[torch.Tensor]  # layer i: (T or 1, B, 2C): conv bias + conditioning, per time step
+    biases: list[torch.Tensor]  # layer i: (local steps or 1, B, 2C): conv bias + conditioning
     tap_weights: list[torch.Tensor]  # layer i: (k*C, 2C), the dilated kernel as one matmul, oldest tap first
     output_weights: list[torch.Tensor]  # layer i: (C, C + S), the 1x1 residual-and-skip output
     step: int = 0
@@ -85,7 +104,8 @@ class StackCache:
 class DilatedCausalStack(nn.Module):
     """`num_layers` gated residual layers with dilations 1, 2, 4, ... 2**(cycle-1), repeated.
 
-    forward(x (B, C, T), global_cond (B, G) | None, local_cond (B, L, T) | None) -> skips (B, S, T)
+    forward(x (B, C, T), global_cond (B, G) | None, local_cond (B, L, T / local_upsample) | None)
+        -> skips (B, S, T)
     """
 
     def __init__(
@@ -97,10 +117,14 @@ class DilatedCausalStack(nn.Module):
         kernel_size: int = 2,
         global_channels: int = 0,
         local_channels: int = 0,
+        local_upsample: int = 1,
     ):
         super().__init__()
         if kernel_size < 2:
             raise ValueError(f"kernel_size must be at least 2, got {kernel_size}.")
+        if local_upsample < 1:
+            raise ValueError(f"local_upsample must be a positive int, got {local_upsample}.")
+        self.local_upsample = local_upsample
         self.layers = nn.ModuleList(
             GatedResidualLayer(channels, skip_channels, kernel_size, 2 ** (i % dilation_cycle), global_channels, local_channels)
             for i in range(num_layers)
@@ -114,7 +138,7 @@ class DilatedCausalStack(nn.Module):
     def forward(self, x, global_cond=None, local_cond=None):
         skips = 0
         for layer in self.layers:
-            x, skip = layer(x, global_cond, local_cond)
+            x, skip = layer(x, global_cond, local_cond, self.local_upsample)
             skips = skips + skip
         return skips
 
@@ -135,16 +159,89 @@ class DilatedCausalStack(nn.Module):
         """x (B, C): the input at time t = cache.step -> the summed skips (B, S) at time t.
         Written for few kernel launches per layer: sampling speed is bound by them, not by FLOPs."""
         t = cache.step
+        local_step = t // self.local_upsample
         skips = 0
         for layer, queue, bias, taps_weight, output_weight in zip(
             self.layers, cache.queues, cache.biases, cache.tap_weights, cache.output_weights
         ):
             size, d, k = queue.shape[0], layer.dilation, layer.kernel_size
             taps = [queue[(t - (k - 1 - m) * d) % size] for m in range(k - 1)]  # inputs at t-(k-1)d .. t-d
-            pre = torch.addmm(bias[t if bias.shape[0] > 1 else 0], torch.cat([*taps, x], dim=1), taps_weight)  # (B, 2C)
+            pre = torch.addmm(bias[local_step if bias.shape[0] > 1 else 0], torch.cat([*taps, x], dim=1), taps_weight)  # (B, 2C)
             queue[t % size] = x  # x is now the newest past input of this layer
             out = torch.addmm(layer.output.bias, gated_activation(pre), output_weight)  # (B, C + S)
             x = x + out[:, : layer.channels]
             skips = skips + out[:, layer.channels :]
         cache.step += 1
         return skips
+
+
+class WaveNetDecoder(nn.Module):
+    """The VQ-VAE paper's speech decoder (section 4.3): a WaveNet over mu-law classes of the
+    samples, locally conditioned on the codes' vectors and globally on a speaker embedding.
+
+        x_t    = embed(class_{t-1})   (class_{-1} = silence)
+        skips  = DilatedCausalStack(x, g = speaker, l = conv3(code vectors), 1 code : `upsample` samples)
+        p(class_t | class_<t, codes, speaker) = softmax(W_2 relu(W_1 relu(skips_t)))
+
+    The codes are known in full before decoding, so their projection (a window-3 convolution)
+    looks at neighbouring codes; only the samples are causal. `generate` samples one step at a
+    time, through the stack's queues (use_cache=True) or the whole network over the samples so
+    far (use_cache=False, the slow reference); both give the same samples for the same generator.
+    """
+
+    def __init__(
+        self,
+        latent_channels: int,
+        upsample: int,
+        channels: int = 64,
+        skip_channels: int = 128,
+        num_layers: int = 20,
+        dilation_cycle: int = 10,
+        speaker_channels: int = 0,
+        mu_law_channels: int = 256,
+    ):
+        super().__init__()
+        self.upsample, self.mu_law_channels = upsample, mu_law_channels
+        self.silence = mu_law_channels // 2  # mu_law_encode(0), in plain Python: init may run on the meta device
+        self.sample_embedding = nn.Embedding(mu_law_channels, channels)
+        self.latent_projection = nn.Conv1d(latent_channels, channels, 3, padding=1)
+        self.stack = DilatedCausalStack(
+            channels, skip_channels, num_layers, dilation_cycle, 2, speaker_channels, channels, local_upsample=upsample
+        )
+        self.head = nn.Sequential(
+            nn.ReLU(), nn.Linear(skip_channels, skip_channels), nn.ReLU(), nn.Linear(skip_channels, mu_law_channels)
+        )
+
+    def forward(self, classes: torch.Tensor, latents: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing: classes (B, T) of the target samples, latents (B, L, T / upsample),
+        speaker (B, G) or None -> logits (B, T, mu_law_channels) of each sample given the earlier ones."""
+        previous = F.pad(classes[:, :-1], (1, 0), value=self.silence)
+        skips = self.stack(self.sample_embedding(previous).transpose(1, 2), speaker, self.latent_projection(latents))
+        return self.head(skips.transpose(1, 2))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        latents: torch.Tensor,
+        speaker: torch.Tensor | None = None,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Samples the mu-law classes (B, T = latent steps * upsample), one sample at a time."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        batch, length = latents.shape[0], latents.shape[-1] * self.upsample
+        classes = torch.full((batch, length), self.silence, dtype=torch.long, device=latents.device)
+        cache = self.stack.init_cache(batch, speaker, self.latent_projection(latents)) if use_cache else None
+        previous = classes[:, 0].clone()
+        for t in tqdm(range(length), desc="decode", unit="sample", disable=not progress, leave=False):
+            if use_cache:
+                logits = self.head(self.stack.step(self.sample_embedding(previous), cache))
+            else:
+                logits = self(classes[:, : t + 1], latents, speaker)[:, t]
+            previous = sample_from_logits(logits, temperature, generator=generator)
+            classes[:, t] = previous
+        return classes

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
-from transformers import AutoConfig, AutoModel, HfArgumentParser, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    HfArgumentParser,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 
 from stage1_tokenizer.encode import tokenizer_fingerprint
 from stage1_tokenizer.training import EVAL_RESULTS, publish_directory

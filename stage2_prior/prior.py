@@ -25,6 +25,8 @@ from tqdm.auto import tqdm
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from stage1_tokenizer.wavenet import sample_from_logits
+
 
 class PriorConfig(PretrainedConfig):
     r"""The fields every prior shares; each model's config adds its own.
@@ -100,16 +102,6 @@ def upsample_context(features: torch.Tensor, code_shape) -> torch.Tensor:
     """(B, C, *context_shape) -> (B, C, *code_shape): each upper-level code covers the block of
     lower-level positions under it (nearest-neighbour upsampling by the integer ratio)."""
     return F.interpolate(features, size=tuple(code_shape), mode="nearest")
-
-
-def sample_from_logits(logits, temperature: float = 1.0, top_k: int | None = None, generator=None):
-    """One id per row of logits (B, K): softmax(logits / temperature) restricted to the top_k."""
-    logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        threshold = logits.topk(top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < threshold, float("-inf"))
-    probabilities = F.softmax(logits, dim=-1)
-    return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
 
 
 class AutoregressivePrior(PreTrainedModel):
