@@ -17,6 +17,7 @@ over the resolutions, with S = |STFT| of the target y and the prediction y':
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -89,16 +90,22 @@ def multi_resolution_stft_loss(prediction: torch.Tensor, target: torch.Tensor, r
 
 
 # -- speaker identity --------------------------------------------------------------------------------
-def mel_statistics(waveform: torch.Tensor, sampling_rate: int) -> torch.Tensor:
-    """(B, 1, T) -> (B, 2 * 80): mean and standard deviation over time of each log-mel band,
-    taken over frames with energy (silence says nothing about the speaker)."""
+def mel_statistics(waveform: torch.Tensor, sampling_rate: int, dynamic_range: float = 40.0) -> torch.Tensor:
+    """(B, 1, T) -> (B, 2 * 80): the mean and standard deviation over time of each log-mel band.
+
+    Only what identifies a voice: each spectrogram is floored `dynamic_range` dB below its peak
+    (a codec's faint noise floor and digital silence then look alike), only frames within 35 dB of
+    the loudest count (pauses say nothing about the speaker), and the band means are taken
+    relative to their average (loudness is no identity either)."""
     log_mel = log_mel_spectrogram(waveform, sampling_rate)  # (B, M, frames)
+    peak = log_mel.amax(dim=(1, 2), keepdim=True)
+    log_mel = torch.maximum(log_mel, peak - dynamic_range / 10 * math.log(10))
     energy = log_mel.logsumexp(dim=1)  # (B, frames)
-    voiced = (energy > energy.amax(dim=1, keepdim=True) - 8.0).float().unsqueeze(1)  # within ~35 dB of the peak
+    voiced = (energy > energy.amax(dim=1, keepdim=True) - 3.5 * math.log(10)).float().unsqueeze(1)
     count = voiced.sum(-1).clamp_min(1.0)
     mean = (log_mel * voiced).sum(-1) / count
     variance = (((log_mel - mean.unsqueeze(-1)) ** 2) * voiced).sum(-1) / count
-    return torch.cat([mean, variance.sqrt()], dim=1)
+    return torch.cat([mean - mean.mean(dim=1, keepdim=True), variance.sqrt()], dim=1)
 
 
 class SpeakerClassifier:

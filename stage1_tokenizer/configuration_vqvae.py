@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from transformers import PretrainedConfig
 
 MODALITIES = ("image", "audio")
@@ -41,8 +43,8 @@ class VQVAEConfig(PretrainedConfig):
             (`int`, 20), wavenet_dilation_cycle (`int`, 10): the WaveNet decoder's stack
             (`stage1_tokenizer.wavenet`); 20 layers of dilations 1..512 see 2047 samples.
         mu_law_channels (`int`, 256): classes of the WaveNet decoder's output.
-        stft_resolutions (`list`, [[512, 128], [1024, 256], [2048, 512]]): (fft size, hop) of the
-            conv decoder's multi-resolution STFT loss.
+        stft_resolutions (`list`, windows of about 32, 64 and 128 ms: [[512, 128], [1024, 256],
+            [2048, 512]] at 16 kHz): (fft size, hop) of the conv decoder's multi-resolution STFT loss.
     """
 
     model_type = "vqgen-vqvae"
@@ -94,7 +96,10 @@ class VQVAEConfig(PretrainedConfig):
         self.wavenet_layers = wavenet_layers
         self.wavenet_dilation_cycle = wavenet_dilation_cycle
         self.mu_law_channels = mu_law_channels
-        self.stft_resolutions = [list(r) for r in (stft_resolutions or [[512, 128], [1024, 256], [2048, 512]])]
+        if stft_resolutions is None:  # windows of about 32, 64 and 128 ms, in powers of two, hop a quarter
+            fft = 2 ** max(4, round(math.log2(0.032 * sampling_rate)))
+            stft_resolutions = [[fft * 2**i, fft * 2**i // 4] for i in range(3)]
+        self.stft_resolutions = [list(r) for r in stft_resolutions]
         if num_levels not in (1, 2):
             raise ValueError(f"num_levels must be 1 (VQ-VAE) or 2 (VQ-VAE-2), got {num_levels}.")
         if modality == "image" and image_size % self.total_stride:

@@ -86,8 +86,9 @@ class VQVAEModel(PreTrainedModel):
             )  # fmt: skip
         else:  # the speaker embedding rides along the code vectors as extra input channels
             self.decoder = ConvDecoder(
-                c.in_channels, c.hidden_channels, latent_channels + speaker_channels, c.num_downsamples, c.num_res_blocks, dims
-            )
+                c.in_channels, c.hidden_channels, latent_channels + speaker_channels, c.num_downsamples, c.num_res_blocks, dims,
+                stage_res_blocks=1 if c.modality == "audio" else 0,
+            )  # fmt: skip
         self.post_init()
 
     @property

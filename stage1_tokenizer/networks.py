@@ -4,7 +4,9 @@ Encoder: `num_downsamples` stride-2 convolutions of window 4, a convolution of w
 blocks (ReLU, window-3 conv, ReLU, 1x1 conv), then a 1x1 projection to `code_dim`. The decoder
 mirrors it with transposed convolutions. `dims=2` for images (4x4 windows), `dims=1` for raw
 audio (the paper's speech encoder: six stride-2 convolutions of window 4, 64x fewer codes than
-samples). Feature maps are channel-first; the quantizers take channel-last.
+samples). A waveform decoder needs more than six bare transposed convolutions to shape its
+output: `stage_res_blocks` adds residual blocks after each upsampling step but the last (the
+speech tokenizer uses one). Feature maps are channel-first; the quantizers take channel-last.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class ConvDecoder(nn.Module):
         num_upsamples: int = 2,
         num_res_blocks: int = 2,
         dims: int = 2,
+        stage_res_blocks: int = 0,
     ):
         super().__init__()
         conv, transposed = conv_classes(dims)
@@ -81,6 +84,7 @@ class ConvDecoder(nn.Module):
             out = out_channels if last else hidden_channels // 2
             layers.append(transposed(channels, out, 4, stride=2, padding=1))
             if not last:
+                layers += [ResidualBlock(out, out, dims) for _ in range(stage_res_blocks)]
                 layers.append(nn.ReLU())
             channels = out
         self.net = nn.Sequential(*layers)

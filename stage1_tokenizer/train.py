@@ -149,7 +149,7 @@ def build_datasets(data: DataArguments, model_args: ModelArguments):
 
 def build_audio_datasets(data: DataArguments, model_args: ModelArguments):
     """(train, eval) crops of {"input_values" (1, length), "speaker"}: random training crops,
-    held-out crops from each utterance's start."""
+    held-out crops from each utterance's middle. Both carry `.speakers`, the training data's names."""
     rate, stride = model_args.sampling_rate, model_args.total_stride
     for name in ("segment_length", "eval_segment_length"):
         length = getattr(data, name)
@@ -170,7 +170,8 @@ def build_audio_datasets(data: DataArguments, model_args: ModelArguments):
         held = min(data.eval_limit or max(1, len(full) // 10), len(full) - 1)
         order = torch.randperm(len(full), generator=torch.Generator().manual_seed(0)).tolist()
         train, held_out = Subset(full, order[held:]), Subset(full, order[:held])
-        train.speakers = held_out.speakers = full.speakers
+        for part in (train, held_out):  # what AudioCrops and the model's config read
+            part.sampling_rate, part.speakers = full.sampling_rate, full.speakers
     else:
         train = load_hub_audio_dataset(data.dataset, data.train_split, rate, **options)
         held_out = load_hub_audio_dataset(data.dataset, data.eval_split, rate, **options)
@@ -179,9 +180,9 @@ def build_audio_datasets(data: DataArguments, model_args: ModelArguments):
                 f"the {data.train_split!r} and {data.eval_split!r} splits of {data.dataset} name different speakers, "
                 "so their ids disagree; pass --speaker_conditioning false, or use splits with the same speakers."
             )
-    crops = AudioCrops(_limit(train, data.train_limit), data.segment_length, random=True)
-    held_crops = AudioCrops(_limit(held_out, data.eval_limit), data.eval_segment_length, random=False)
-    crops.speakers = held_crops.speakers = getattr(train, "speakers", None)
+    crops = _limit(AudioCrops(train, data.segment_length, random=True), data.train_limit)
+    held_crops = _limit(AudioCrops(held_out, data.eval_segment_length, random=False), data.eval_limit)
+    crops.speakers = held_crops.speakers = train.speakers
     return crops, held_crops
 
 
