@@ -18,9 +18,11 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData
 
 from stage2_prior import VQGenerator
 
-TASKS = {"image": "vq-image-gen", "speech": "vq-speech-gen"}
+TASKS = {"image": "vq-image-gen", "audio": "vq-speech-gen"}
 METRIC_NAMES = {
     "mse_from_codes": "held-out reconstruction MSE (decoded from the codes)",
+    "log_mel_distance": "held-out reconstruction log-mel distance (decoded from the codes)",
+    "nll_per_sample": "held-out WaveNet decoder NLL (nats per sample)",
     "codebook_used": "share of the codebook used on the held-out split",
     "perplexity": "codebook perplexity on the held-out split",
     "nll_nats_per_code": "held-out NLL (nats per code)",
@@ -45,13 +47,23 @@ def model_card(bundle: VQGenerator, repo_id: str) -> ModelCard:
     tokenizer = bundle.tokenizer.config
     modality = getattr(tokenizer, "modality", "image")
     task = TASKS.get(modality, "vq-image-gen")
+    audio = modality == "audio"
     labels = config.id2label if bundle.num_classes else {}
     example = next(iter(labels.values()), None) if labels else None
-    call = f'"{example}"' if example else "num_images=4"
+    if audio:
+        first = next(iter(tokenizer.speakers), None)
+        usage = f'speech = generate(speaker="{first}", seconds=2)  # {{"audio": float32 array, "sampling_rate": {tokenizer.sampling_rate}}}'
+        usage += f'\nconverted = generate(speaker="{first}", audio="utterance.wav")  # voice conversion' if first else ""
+    else:
+        usage = f'image = generate("{example}")' if example else "images = generate(num_images=4)"
     priors = ", ".join(
         f"{type(p).__name__} (level {i}, {sum(t.numel() for t in p.parameters()):,} parameters)" for i, p in enumerate(bundle.priors)
     )
-    grids = " + ".join("x".join(map(str, g)) for g in tokenizer.code_grids)
+    if audio:
+        rates = " + ".join(f"{rate:g}" for rate in tokenizer.code_rates)
+        grids = f"{rates} codes per second of {tokenizer.sampling_rate} Hz audio, {tokenizer.audio_decoder} decoder"
+    else:
+        grids = "code grid " + " + ".join("x".join(map(str, g)) for g in tokenizer.code_grids)
     data = config.training_data or "not recorded"
     metrics = config.metrics or {}
     rows = _metric_rows("tokenizer", metrics.get("tokenizer", {}))
@@ -64,6 +76,8 @@ def model_card(bundle: VQGenerator, repo_id: str) -> ModelCard:
         classes = ", ".join(f"`{name}`" for name in labels.values())
     else:
         classes = "none (unconditional)"
+    if audio:
+        classes = ", ".join(f"`{name}`" for name in tokenizer.speakers) or "none (one voice)"
     card_data = ModelCardData(
         library_name="vqgen",
         license="apache-2.0",
@@ -77,7 +91,7 @@ def model_card(bundle: VQGenerator, repo_id: str) -> ModelCard:
 # {repo_id.split("/")[-1]}
 
 A two-stage {modality} generator made with vqgen: a VQ-VAE
-tokenizer ({tokenizer.quantizer} quantizer, K={tokenizer.codebook_size} codes per level, code grid {grids})
+tokenizer ({tokenizer.quantizer} quantizer, K={tokenizer.codebook_size} codes per level, {grids})
 and autoregressive prior(s) over its codes: {priors}.
 
 ## Usage
@@ -85,10 +99,10 @@ and autoregressive prior(s) over its codes: {priors}.
 ```python
 import pipelines, transformers  # pip install vqgen; importing pipelines registers the task
 generate = transformers.pipeline("{task}", model="{repo_id}")
-image = generate({call})
+{usage}
 ```
 
-Classes: {classes}.
+{"Speakers" if audio else "Classes"}: {classes}.
 
 ## Training data
 

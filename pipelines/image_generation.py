@@ -14,21 +14,14 @@ from __future__ import annotations
 
 import torch
 from PIL import Image
-from transformers import Pipeline
 
 from stage2_prior import VQGenerator, sample_hierarchy
 
+from .base import BundlePipeline
 from .labels import LabelResolver
 
 
-class VQImageGenerationPipeline(Pipeline):
-    # no tokenizer, image processor or feature extractor: class names are resolved here
-    _load_processor = False
-    _load_image_processor = False
-    _load_video_processor = False
-    _load_feature_extractor = False
-    _load_tokenizer = False
-
+class VQImageGenerationPipeline(BundlePipeline):
     def __init__(self, model: VQGenerator, **kwargs):
         if not isinstance(model, VQGenerator):
             raise TypeError(
@@ -38,18 +31,6 @@ class VQImageGenerationPipeline(Pipeline):
         super().__init__(model=model, **kwargs)
         self.model.eval()
         self.labels = LabelResolver(model.config.id2label, model.config.label_set) if model.num_classes else None
-
-    def _sanitize_parameters(self, **kwargs):
-        return {}, kwargs, {}
-
-    def preprocess(self, inputs, **kwargs):  # the work is in __call__ (one readable loop)
-        return inputs
-
-    def _forward(self, inputs, **kwargs):
-        return inputs
-
-    def postprocess(self, outputs, **kwargs):
-        return outputs
 
     def class_ids(self, prompts) -> list[int | None]:
         """A name, an id or a list of them -> class ids (None for an unconditional bundle)."""
@@ -108,23 +89,6 @@ class VQImageGenerationPipeline(Pipeline):
             return images
         pil = [to_pil(image) for image in images]
         return pil[0] if len(pil) == 1 and not isinstance(inputs, (list, tuple)) else pil
-
-    def save_pretrained(self, save_directory, **kwargs):
-        """Writes the bundle (config.json + model.safetensors) and its model card."""
-        from .hub import model_card
-
-        self.model.save_pretrained(save_directory)
-        model_card(self.model, str(save_directory)).save(f"{save_directory}/README.md")
-
-    def push_to_hub(self, repo_id: str, **kwargs) -> str:
-        """Uploads the bundle with its model card (see `pipelines.hub.push_to_hub`)."""
-        import tempfile
-
-        from .hub import push_to_hub
-
-        with tempfile.TemporaryDirectory() as folder:
-            self.model.save_pretrained(folder)
-            return push_to_hub(folder, repo_id, **kwargs)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

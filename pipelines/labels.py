@@ -42,8 +42,9 @@ def imagenet_1k_id2label() -> dict[int, str]:
 class LabelResolver:
     """Resolves class names or ids against `id2label` (+ synonyms). One resolver per model."""
 
-    def __init__(self, id2label: dict[int, str], label_set: str | None = None):
+    def __init__(self, id2label: dict[int, str], label_set: str | None = None, kind: str = "class"):
         self.id2label = {int(k): v for k, v in id2label.items()}
+        self.kind = kind  # "class" or "speaker", for the messages
         self.index: dict[str, int] = {}
         for class_id, label in self.id2label.items():  # a label may list synonyms: "tench, Tinca tinca"
             for name in label.split(","):
@@ -55,10 +56,12 @@ class LabelResolver:
 
     def __call__(self, label: str | int) -> int:
         if isinstance(label, bool) or not isinstance(label, (str, int)):
-            raise TypeError(f"a class is a name (str) or an id (int), got {label!r} ({type(label).__name__}).")
+            raise TypeError(f"a {self.kind} is a name (str) or an id (int), got {label!r} ({type(label).__name__}).")
         if isinstance(label, int):
             if label not in self.id2label:
-                raise ValueError(f"class id {label} is not one of this model's {len(self.id2label)} classes (0..{max(self.id2label)}).")
+                raise ValueError(
+                    f"{self.kind} id {label} is not one of this model's {len(self.id2label)} {self.kind}s (0..{max(self.id2label)})."
+                )
             return label
         key = normalize(label)
         if key in self.index:
@@ -66,9 +69,12 @@ class LabelResolver:
         if key.isdigit() and int(key) in self.id2label:
             return int(key)
         close = difflib.get_close_matches(key, self.index, n=5, cutoff=0.5)
-        hint = (
-            f"the closest known labels: {', '.join(repr(self.id2label[self.index[c]]) for c in dict.fromkeys(close))}"
-            if close
-            else f"known labels include {', '.join(repr(v) for v in list(self.id2label.values())[:10])}"
-        )
-        raise ValueError(f"unknown class name {label!r}: {hint}. Pass one of the model's labels or a class id.")
+        hints = []
+        if close:
+            hints.append(f"the closest known labels: {', '.join(repr(self.id2label[self.index[c]]) for c in dict.fromkeys(close))}")
+        if len(self.id2label) <= 20:  # a short list is shown whole
+            hints.append(f"the known {self.kind}s are {', '.join(repr(v) for v in self.id2label.values())}")
+        elif not close:
+            hints.append(f"known labels include {', '.join(repr(v) for v in list(self.id2label.values())[:10])}")
+        hint = "; ".join(hints)
+        raise ValueError(f"unknown {self.kind} name {label!r}: {hint}. Pass one of the model's names or an id.")

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # The main job: set up, then train a Fashion-MNIST tokenizer and a class-conditional prior, save
 # the generator bundle and write sample and reconstruction PNGs to outputs/demo/ (scripts/demo.py).
+# `bash scripts/demo.sh speech` runs the speech part instead (scripts/demo_speech.py): WAVs and
+# spectrograms in outputs/demo/speech/.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo/scripts/setup.sh"
 cd "$repo"
+if [ "${1:-}" = "speech" ]; then
+  shift
+  exec .venv/bin/python scripts/demo_speech.py "$@"
+fi
 exec .venv/bin/python scripts/demo.py "$@"

@@ -3,11 +3,16 @@
     python -m stage1_tokenizer.encode --tokenizer runs/fashion_mnist/model --dataset fashion_mnist \
         --split train --output_dir codes/fashion_mnist-train
 
+    python -m stage1_tokenizer.encode --tokenizer runs/speech/model --dataset speech --split train \
+        --output_dir codes/speech-train
+
 The result is a `datasets` dataset saved with `save_to_disk`: one column per level, `codes_0`
-(top level) ... `codes_{L-1}` (bottom), each a nested list (h, w) of ints, plus `label` when the
-source has labels. `code_dataset.json` beside it records the tokenizer's fingerprint (SHA-256 of
-its config and the weights that determine codes), its code grids, codebook size and labels;
-`load_code_dataset(path, tokenizer)` refuses codes whose fingerprint differs.
+(top level) ... `codes_{L-1}` (bottom), each a nested list (h, w) of ints (audio: a list of the
+utterance's codes, as long as it is), plus `label` when the source has labels (audio: the speaker
+id). `code_dataset.json` beside it records the tokenizer's fingerprint (SHA-256 of its config and
+the weights that determine codes), its code grids (audio: samples per code), codebook size and
+labels (audio: speaker names); `load_code_dataset(path, tokenizer)` refuses codes whose
+fingerprint differs.
 """
 
 from __future__ import annotations
@@ -48,8 +53,11 @@ def tokenizer_fingerprint(model: VQVAEModel) -> str:
 
 @torch.no_grad()
 def encode_dataset(model: VQVAEModel, dataset, batch_size: int = 256) -> datasets.Dataset:
-    """Codes of every item of a map-style dataset of {"pixel_values", "label"} (label -1: none)."""
+    """Codes of every item of a map-style dataset of {"pixel_values", "label"} (label -1: none),
+    or for an audio tokenizer of {"input_values", "speaker"} utterances."""
     model.eval()
+    if model.config.modality == "audio":
+        return _encode_utterances(model, dataset)
     device = next(model.parameters()).device
     columns: dict[str, list] = {f"codes_{level}": [] for level in range(model.config.num_levels)}
     labels: list[int] = []
@@ -63,6 +71,26 @@ def encode_dataset(model: VQVAEModel, dataset, batch_size: int = 256) -> dataset
     return datasets.Dataset.from_dict(columns)
 
 
+def _encode_utterances(model: VQVAEModel, dataset) -> datasets.Dataset:
+    """One utterance at a time (their lengths differ; padding would change the last codes), each
+    cut to a whole number of top-level codes."""
+    device, stride = next(model.parameters()).device, model.config.total_stride
+    columns: dict[str, list] = {f"codes_{level}": [] for level in range(model.config.num_levels)}
+    speakers: list[int] = []
+    for index in tqdm(range(len(dataset)), desc="encode", unit="utt"):
+        item = dataset[index]
+        waveform = item["input_values"]
+        usable = waveform.shape[-1] // stride * stride
+        if usable == 0:
+            raise ValueError(f"utterance {index} has {waveform.shape[-1]} samples, fewer than one code ({stride}).")
+        for level, codes in enumerate(model.encode(waveform[None, :, :usable].to(device))):
+            columns[f"codes_{level}"].append(codes[0].cpu().numpy().astype(np.int32))
+        speakers.append(int(item["speaker"]))
+    if speakers and min(speakers) >= 0:
+        columns["label"] = speakers
+    return datasets.Dataset.from_dict(columns)
+
+
 def save_code_dataset(
     codes: datasets.Dataset, model: VQVAEModel, output_dir: str | Path, id2label=None, source: str | None = None
 ) -> Path:
@@ -72,9 +100,12 @@ def save_code_dataset(
     tmp = output_dir.with_name(f".{output_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     codes.save_to_disk(str(tmp))
+    audio = model.config.modality == "audio"
     metadata = {
         "tokenizer_fingerprint": tokenizer_fingerprint(model),
-        "code_grids": model.config.code_grids,
+        "modality": model.config.modality,
+        "code_grids": None if audio else model.config.code_grids,
+        "code_strides": model.config.code_strides,
         "codebook_size": model.config.codebook_size,
         "num_levels": model.config.num_levels,
         "id2label": {int(k): v for k, v in (id2label or {}).items()},
@@ -108,31 +139,52 @@ def load_code_dataset(path: str | Path, tokenizer: VQVAEModel | None = None) -> 
 class EncodeArguments:
     tokenizer: str = field(metadata={"help": "A save_pretrained folder, e.g. runs/fashion_mnist/model."})
     output_dir: str = field(metadata={"help": "Where the code dataset is written."})
-    dataset: str = field(default="fashion_mnist", metadata={"help": "As stage1_tokenizer.train's --dataset."})
+    dataset: str = field(default="fashion_mnist", metadata={"help": "As stage1_tokenizer.train's --dataset ('speech' for audio)."})
     split: str = field(default="train", metadata={"help": "'train' or 'test' (hub datasets: any split)."})
-    limit: int | None = field(default=None, metadata={"help": "Encode only the first N images."})
+    limit: int | None = field(default=None, metadata={"help": "Encode only the first N images (utterances)."})
+    speech_sentences: int | None = field(default=None, metadata={"help": "'speech': sentences of the split (default 200 / 30)."})
     batch_size: int = field(default=256)
 
 
 def main(argv=None) -> Path:
     from torch.utils.data import Subset
 
-    from .train import DataArguments, ModelArguments, build_datasets
+    from .train import (
+        DataArguments,
+        ModelArguments,
+        build_audio_sources,
+        build_datasets,
+    )
 
     (args,) = HfArgumentParser(EncodeArguments).parse_args_into_dataclasses(argv)
     model = VQVAEModel.from_pretrained(args.tokenizer)
     config = model.config
     fields = [name for name in ModelArguments.__dataclass_fields__ if hasattr(config, name) and name != "quantizer_options"]
     model_args = ModelArguments(**{name: getattr(config, name) for name in fields}, speaker_conditioning=bool(config.speakers))
-    data = DataArguments(dataset=args.dataset, eval_split=args.split, train_split=args.split, eval_limit=None)
-    train, held_out = build_datasets(data, model_args)
-    source = train if args.split == "train" else held_out
+    data = DataArguments(dataset=args.dataset, eval_split=args.split, train_split=args.split, eval_limit=None,
+                         speech_sentences=args.speech_sentences)  # fmt: skip
+    if args.dataset == "speech" and config.speakers:  # the built-in voices the tokenizer knows
+        data.speech_speakers = ",".join(config.speakers)
+    if config.modality == "audio":  # whole utterances, not training crops
+        split = "train" if args.split == "train" else "test"
+        train, held_out = build_audio_sources(data, model_args, split=split)
+        source = train if split == "train" else held_out
+        if config.speakers and source.speakers != config.speakers:
+            raise ValueError(
+                f"{args.dataset} names the speakers {source.speakers}, but the tokenizer was trained with "
+                f"{config.speakers}: encode data whose speaker ids mean what they meant in training."
+            )
+        id2label = dict(enumerate(source.speakers or []))
+    else:
+        train, held_out = build_datasets(data, model_args)
+        source = train if args.split == "train" else held_out
+        id2label = getattr(getattr(source, "dataset", source), "id2label", None)
     if args.limit is not None:
         source = Subset(source, range(min(args.limit, len(source))))
     codes = encode_dataset(model, source, args.batch_size)
-    id2label = getattr(getattr(source, "dataset", source), "id2label", None)
     path = save_code_dataset(codes, model, args.output_dir, id2label, source=args.dataset)
-    print(f"wrote {len(codes)} examples of codes {config.code_grids} to {path}")
+    layout = f"{config.code_strides} samples per code" if config.modality == "audio" else f"codes {config.code_grids}"
+    print(f"wrote {len(codes)} examples of {layout} to {path}")
     return path
 
 

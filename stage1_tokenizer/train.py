@@ -147,10 +147,43 @@ def build_datasets(data: DataArguments, model_args: ModelArguments):
     return _limit(train, data.train_limit), _limit(held_out, data.eval_limit)
 
 
+def build_audio_sources(data: DataArguments, model_args: ModelArguments, split: str | None = None):
+    """(train, held-out) utterance datasets of {"input_values" (1, T), "speaker"}, whole and of
+    any length; both carry `.sampling_rate` and `.speakers`. With `split` ("train" or "test"),
+    only that one (the code-extraction CLI's need)."""
+    rate = model_args.sampling_rate
+    options = {"on_bad_audio": data.on_bad_image, "mix_to_mono": data.convert_channels}
+    if data.dataset in ("fashion_mnist", "photos"):
+        raise ValueError(f"--dataset {data.dataset} holds images; for --modality audio use 'speech', an audio folder or a hub audio dataset.")
+    if data.dataset == "speech":
+        speakers = [name.strip() for name in data.speech_speakers.split(",")] if data.speech_speakers else None
+        train = SyntheticSpeech("train", rate, num_sentences=data.speech_sentences, speakers=speakers) if split != "test" else None
+        # the test split's size is fixed, except when only it is asked for (encoding it)
+        held_sentences = data.speech_sentences if split == "test" else None
+        held_out = SyntheticSpeech("test", rate, num_sentences=held_sentences, speakers=speakers) if split != "train" else None
+        return train, held_out
+    if Path(data.dataset).is_dir():  # a local folder: hold out eval_limit utterances, fixed by the seed
+        full = load_audio_folder(data.dataset, rate, **options)
+        held = min(data.eval_limit or max(1, len(full) // 10), len(full) - 1)
+        order = torch.randperm(len(full), generator=torch.Generator().manual_seed(0)).tolist()
+        train, held_out = Subset(full, order[held:]), Subset(full, order[:held])
+        for part in (train, held_out):  # what AudioCrops and the model's config read
+            part.sampling_rate, part.speakers = full.sampling_rate, full.speakers
+        return train, held_out
+    train = load_hub_audio_dataset(data.dataset, data.train_split, rate, **options) if split != "test" else None
+    held_out = load_hub_audio_dataset(data.dataset, data.eval_split, rate, **options) if split != "train" else None
+    if train is not None and held_out is not None and model_args.speaker_conditioning and train.speakers != held_out.speakers:
+        raise ValueError(
+            f"the {data.train_split!r} and {data.eval_split!r} splits of {data.dataset} name different speakers, "
+            "so their ids disagree; pass --speaker_conditioning false, or use splits with the same speakers."
+        )
+    return train, held_out
+
+
 def build_audio_datasets(data: DataArguments, model_args: ModelArguments):
     """(train, eval) crops of {"input_values" (1, length), "speaker"}: random training crops,
     held-out crops from each utterance's middle. Both carry `.speakers`, the training data's names."""
-    rate, stride = model_args.sampling_rate, model_args.total_stride
+    stride = model_args.total_stride
     for name in ("segment_length", "eval_segment_length"):
         length = getattr(data, name)
         if length < stride or length % stride:
@@ -158,28 +191,7 @@ def build_audio_datasets(data: DataArguments, model_args: ModelArguments):
                 f"--{name} {length} must be a positive multiple of the total stride, {stride} samples per code; "
                 f"use {max(stride, round(length / stride) * stride)}."
             )
-    options = {"on_bad_audio": data.on_bad_image, "mix_to_mono": data.convert_channels}
-    if data.dataset in ("fashion_mnist", "photos"):
-        raise ValueError(f"--dataset {data.dataset} holds images; for --modality audio use 'speech', an audio folder or a hub audio dataset.")
-    if data.dataset == "speech":
-        speakers = [name.strip() for name in data.speech_speakers.split(",")] if data.speech_speakers else None
-        train = SyntheticSpeech("train", rate, num_sentences=data.speech_sentences, speakers=speakers)
-        held_out = SyntheticSpeech("test", rate, speakers=speakers)
-    elif Path(data.dataset).is_dir():  # a local folder: hold out eval_limit utterances, fixed by the seed
-        full = load_audio_folder(data.dataset, rate, **options)
-        held = min(data.eval_limit or max(1, len(full) // 10), len(full) - 1)
-        order = torch.randperm(len(full), generator=torch.Generator().manual_seed(0)).tolist()
-        train, held_out = Subset(full, order[held:]), Subset(full, order[:held])
-        for part in (train, held_out):  # what AudioCrops and the model's config read
-            part.sampling_rate, part.speakers = full.sampling_rate, full.speakers
-    else:
-        train = load_hub_audio_dataset(data.dataset, data.train_split, rate, **options)
-        held_out = load_hub_audio_dataset(data.dataset, data.eval_split, rate, **options)
-        if model_args.speaker_conditioning and train.speakers != held_out.speakers:
-            raise ValueError(
-                f"the {data.train_split!r} and {data.eval_split!r} splits of {data.dataset} name different speakers, "
-                "so their ids disagree; pass --speaker_conditioning false, or use splits with the same speakers."
-            )
+    train, held_out = build_audio_sources(data, model_args)
     crops = _limit(AudioCrops(train, data.segment_length, random=True), data.train_limit)
     held_crops = _limit(AudioCrops(held_out, data.eval_segment_length, random=False), data.eval_limit)
     crops.speakers = held_crops.speakers = train.speakers

@@ -116,21 +116,27 @@ class VQGenerator(PreTrainedModel):
         return bundle.eval()
 
     def check_parts(self, weights: bool = False) -> None:
-        """Each prior must model level i of this tokenizer: same codebook size, code grid, context
-        grid; with `weights`, also codes of this very tokenizer (its fingerprint)."""
-        grids = [list(g) for g in self.tokenizer.config.code_grids]
-        K = self.tokenizer.config.codebook_size
-        if len(self.priors) != len(grids):
-            raise ValueError(f"the tokenizer has {len(grids)} level(s) but the bundle has {len(self.priors)} prior(s): one per level, top first.")
+        """Each prior must model level i of this tokenizer: same codebook size, code grid (speech:
+        sequences), context grid; with `weights`, also codes of this very tokenizer (its fingerprint)."""
+        tokenizer = self.tokenizer.config
+        K, levels, audio = tokenizer.codebook_size, tokenizer.num_levels, tokenizer.modality == "audio"
+        if len(self.priors) != levels:
+            raise ValueError(f"the tokenizer has {levels} level(s) but the bundle has {len(self.priors)} prior(s): one per level, top first.")
         fingerprint = tokenizer_fingerprint(self.tokenizer) if weights else None
         for level, prior in enumerate(self.priors):
             c = prior.config
             problems = []
             if c.codebook_size != K:
                 problems.append(f"codebook size {c.codebook_size} (the tokenizer's: {K})")
-            if list(c.code_shape) != grids[level]:
-                problems.append(f"code grid {list(c.code_shape)} (the tokenizer's level {level}: {grids[level]})")
-            expected_context = grids[level - 1] if level else None
+            if audio:  # speech codes: sequences, modelled in windows; a window's context is half as long
+                if len(c.code_shape) != 1:
+                    problems.append(f"code grid {list(c.code_shape)} (speech codes are sequences: (T,))")
+                expected_context = [c.code_shape[0] // 2] if level else None
+            else:
+                grid = list(tokenizer.code_grids[level])
+                if list(c.code_shape) != grid:
+                    problems.append(f"code grid {list(c.code_shape)} (the tokenizer's level {level}: {grid})")
+                expected_context = list(tokenizer.code_grids[level - 1]) if level else None
             if (list(c.context_shape) if c.context_shape else None) != expected_context:
                 problems.append(f"context grid {c.context_shape} (expected {expected_context})")
             if c.num_classes != self.num_classes:

@@ -108,6 +108,8 @@ class AutoregressivePrior(PreTrainedModel):
     config_class = PriorConfig
     main_input_name = "codes"
 
+    any_length = False  # True for priors that can sample sequences longer than code_shape
+
     # -- inputs -------------------------------------------------------------------------------------
     @property
     def null_condition(self) -> int:
@@ -171,7 +173,8 @@ class AutoregressivePrior(PreTrainedModel):
             torch.is_tensor(codes)
             and codes.dtype == torch.long
             and codes.ndim == 1 + len(shape)
-            and 1 <= codes.shape[1] <= shape[0]
+            and 1 <= codes.shape[1]
+            and (codes.shape[1] <= shape[0] or (self.any_length and len(shape) == 1 and c.context_shape is None))
             and tuple(codes.shape[2:]) == shape[1:]
         )
         if not ok:
@@ -224,7 +227,16 @@ class AutoregressivePrior(PreTrainedModel):
         c = self.config
         shape = tuple(c.code_shape) if shape is None else tuple(shape)
         if shape != tuple(c.code_shape):
-            raise ValueError(f"this prior models codes of shape {tuple(c.code_shape)}, got shape={shape}.")
+            # Sequences (speech codes) may be sampled at other lengths than the training window:
+            # shorter by any prior, longer by one whose weights do not depend on the position.
+            sequence = len(shape) == len(c.code_shape) == 1 and c.context_shape is None and shape[0] >= 1
+            if not (sequence and (shape[0] <= c.code_shape[0] or self.any_length)):
+                longest = "any length" if self.any_length else f"at most {c.code_shape[0]}"
+                raise ValueError(
+                    f"this prior models codes of shape {tuple(c.code_shape)}"
+                    + (f" (sequences of {longest})" if len(c.code_shape) == 1 and c.context_shape is None else "")
+                    + f", got shape={shape}."
+                )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
         if not temperature > 0:
@@ -276,14 +288,18 @@ class AutoregressivePrior(PreTrainedModel):
         raise NotImplementedError
 
 
-def sample_hierarchy(priors: list[AutoregressivePrior], batch_size: int, condition=None, **sampling) -> list[torch.Tensor]:
+def sample_hierarchy(
+    priors: list[AutoregressivePrior], batch_size: int, condition=None, *, shapes=None, **sampling
+) -> list[torch.Tensor]:
     """Codes for every level of a hierarchical tokenizer, top first: the top prior samples first,
     each lower prior is then conditioned on the codes just sampled above it (`context`).
+    `shapes`: one code shape per level (speech: sequence lengths), else each prior's own.
     `sampling`: generate's keyword options (temperature, top_k, generator, use_cache, ...)."""
     levels: list[torch.Tensor] = []
     for level, prior in enumerate(priors):
         if prior.config.level != level:
             raise ValueError(f"priors must be given top level first: entry {level} models level {prior.config.level}.")
         context = levels[-1] if levels else None
-        levels.append(prior.generate(batch_size, condition=condition, context=context, **sampling))
+        shape = shapes[level] if shapes is not None else None
+        levels.append(prior.generate(batch_size, shape, condition=condition, context=context, **sampling))
     return levels

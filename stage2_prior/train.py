@@ -10,10 +10,15 @@ The loop is stage one's (`stage1_tokenizer.training.train`): Accelerate, checkpo
 resume, TensorBoard, tqdm. Code datasets made by another tokenizer than `--tokenizer` are refused.
 The prior's config records the tokenizer's codebook size, code grid, labels and fingerprint.
 `--level 1` trains the bottom prior of a two-level tokenizer, conditioned on the top codes.
+Speech codes (an audio tokenizer's, one sequence per utterance) are modelled in windows of
+`--code_length` codes, conditioned on the speaker:
+
+    accelerate launch -m stage2_prior.train recipes/speech_prior.yaml
 
 Evaluation reports the held-out negative log-likelihood in nats per code and in bits per input
-dimension (the codes' share: total nats of an image's codes / (pixels x channels x ln 2)), summed
-over all processes, and writes a PNG with one row of decoded samples per class.
+dimension (the codes' share: total nats of an image's codes / (pixels x channels x ln 2); for
+audio, per sample), summed over all processes, and writes a PNG with one row of decoded samples
+per class (audio: a WAV per speaker and their spectrograms).
 """
 
 from __future__ import annotations
@@ -25,12 +30,12 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from stage1_tokenizer import VQVAEModel
 from stage1_tokenizer.encode import load_code_dataset
 from stage1_tokenizer.training import TrainingConfig, parse_recipe_args, train
-from stage1_tokenizer.visualize import save_image_grid
+from stage1_tokenizer.visualize import plot_spectrograms, save_image_grid, save_wav
 
 from .generator import write_bundle
 from .pixelcnn import PixelCNNConfig, PixelCNNPrior
@@ -70,6 +75,7 @@ class CodeDataArguments:
         metadata={"help": "Also write a generator bundle (tokenizer + this prior; one-level tokenizers) here."},
     )
     label_set: str | None = field(default=None, metadata={"help": "The bundle's label set: 'imagenet-1k' or none."})
+    code_length: int = field(default=256, metadata={"help": "Audio codes: codes per training window of the modelled level."})
 
 
 class CodeDataset(Dataset):
@@ -98,39 +104,102 @@ class CodeDataset(Dataset):
         return item
 
 
+class SequenceWindows(Dataset):
+    """Windows of `length` codes out of code sequences of any length (speech: one per utterance),
+    as CodeDataset items. Training windows start at random (the global torch RNG, which resume
+    restores); held-out ones are each sequence's middle. A lower level's window starts at an even
+    code, under the `length // 2` codes of the level above that form its context. Sequences
+    shorter than a window are left out."""
+
+    def __init__(self, codes, level: int, conditional: bool, length: int, random: bool, limit: int | None = None):
+        if length < 2 or (level > 0 and length % 2):
+            raise ValueError(f"--code_length must be at least 2 (and even for a lower level), got {length}.")
+        if limit is not None:
+            codes = codes.select(range(min(limit, len(codes))))
+        sequences = codes[f"codes_{level}"]
+        keep = [i for i, sequence in enumerate(sequences) if len(sequence) >= length]
+        if not keep:
+            longest = max(map(len, sequences), default=0)
+            raise ValueError(f"no code sequence is as long as --code_length {length} (the longest has {longest}); lower it.")
+        self.sequences = [torch.tensor(sequences[i], dtype=torch.long) for i in keep]
+        self.context = [torch.tensor(codes[f"codes_{level - 1}"][i], dtype=torch.long) for i in keep] if level > 0 else None
+        self.labels = torch.tensor(codes["label"], dtype=torch.long)[keep] if conditional else None
+        self.length, self.random, self.skipped = length, random, len(sequences) - len(keep)
+
+    def __len__(self):
+        return len(self.sequences)
+
+    def __getitem__(self, i):
+        sequence, stride = self.sequences[i], 2 if self.context is not None else 1
+        room = (len(sequence) - self.length) // stride
+        start = stride * (int(torch.randint(room + 1, ())) if self.random else room // 2)
+        item = {"codes": sequence[start : start + self.length]}
+        if self.context is not None:
+            item["context"] = self.context[i][start // 2 : (start + self.length) // 2]
+        if self.labels is not None:
+            item["label"] = self.labels[i]
+        return item
+
+
 def compute_loss(model, batch):
     loss = model(batch["codes"], batch.get("label"), batch.get("context")).loss
     return loss, {"nll_nats_per_code": loss.detach()}
 
 
 @torch.no_grad()
-def negative_log_likelihood(model: AutoregressivePrior, dataset: CodeDataset, accelerator, batch_size: int = 256) -> dict:
+def negative_log_likelihood(model: AutoregressivePrior, dataset, accelerator, batch_size: int = 256) -> dict:
     """Held-out NLL, each process scoring its shard, the sums reduced across processes."""
-    shard = torch.arange(accelerator.process_index, len(dataset), accelerator.num_processes)
+    shard = range(accelerator.process_index, len(dataset), accelerator.num_processes)
     total = torch.zeros((), dtype=torch.float64, device=accelerator.device)
     for start in range(0, len(shard), batch_size):
-        index = shard[start : start + batch_size]
-        codes = dataset.codes[index].to(accelerator.device)
-        label = dataset.labels[index].to(accelerator.device) if dataset.labels is not None else None
-        context = dataset.context[index].to(accelerator.device) if dataset.context is not None else None
-        output = model(codes, label, context)
-        total += output.loss.double() * codes.numel()
+        batch = default_collate([dataset[i] for i in shard[start : start + batch_size]])
+        batch = {name: value.to(accelerator.device) for name, value in batch.items()}
+        output = model(batch["codes"], batch.get("label"), batch.get("context"))
+        total += output.loss.double() * batch["codes"].numel()
     total = accelerator.reduce(total, reduction="sum").item()
-    return {"nll_nats_per_code": total / (len(dataset) * dataset.codes[0].numel()), "nll_nats_per_example": total / len(dataset)}
+    codes_per_example = dataset[0]["codes"].numel()
+    return {"nll_nats_per_code": total / (len(dataset) * codes_per_example), "nll_nats_per_example": total / len(dataset)}
 
 
-def make_evaluate(eval_dataset: CodeDataset, tokenizer: VQVAEModel, args: CodeDataArguments, output_dir: Path):
-    input_dims = tokenizer.config.in_channels * tokenizer.config.image_size**2
+def make_evaluate(eval_dataset, tokenizer: VQVAEModel, args: CodeDataArguments, output_dir: Path, level: int):
+    c = tokenizer.config
+    if c.modality == "audio":  # one input dimension per sample under the window
+        input_dims = args.code_length * c.code_strides[level]
+    else:
+        input_dims = c.in_channels * c.image_size**2
 
     def evaluate(model, accelerator, step):
         prior = accelerator.unwrap_model(model)
         metrics = negative_log_likelihood(prior, eval_dataset, accelerator)
         metrics["code_bits_per_input_dim"] = metrics["nll_nats_per_example"] / (input_dims * math.log(2))
         if accelerator.is_main_process and args.samples_per_class > 0:
-            write_class_samples(prior, tokenizer, eval_dataset, args, output_dir / "samples" / f"samples-step-{step:07d}.png")
+            if c.modality == "audio":
+                write_speaker_samples(prior, tokenizer, args, output_dir / "samples" / f"step-{step:07d}")
+            else:
+                write_class_samples(prior, tokenizer, eval_dataset, args, output_dir / "samples" / f"samples-step-{step:07d}.png")
         return metrics
 
     return evaluate
+
+
+@torch.no_grad()
+def write_speaker_samples(prior, tokenizer, args, folder: Path) -> Path | None:
+    """Audio: one sampled window of codes per speaker (the first `sample_classes`), decoded with
+    that speaker's voice, as WAV files and a PNG of their spectrograms. Only a one-level
+    tokenizer's prior decodes alone."""
+    if tokenizer.config.num_levels != 1:
+        return None
+    speakers = list(range(min(prior.config.num_classes, args.sample_classes))) if prior.config.num_classes else [None]
+    generator = torch.Generator(device=prior.device).manual_seed(0)
+    tokenizer = tokenizer.to(prior.device)
+    waves, names = [], []
+    for speaker in speakers:
+        codes = prior.generate(1, condition=speaker, temperature=args.sample_temperature, generator=generator)
+        voice = speaker if tokenizer.config.speakers else None
+        waves.append(tokenizer.decode(codes, voice if voice is None else torch.tensor([voice]), generator=generator)[0].cpu())
+        names.append("unconditional" if speaker is None else prior.config.id2label.get(speaker, str(speaker)))
+        save_wav(waves[-1], folder / f"{names[-1]}.wav", tokenizer.config.sampling_rate)
+    return plot_spectrograms({"samples": waves}, folder / "spectrograms.png", tokenizer.config.sampling_rate)
 
 
 @torch.no_grad()
@@ -163,7 +232,9 @@ def write_class_samples(prior, tokenizer, eval_dataset, args, path: Path) -> Pat
     return save_image_grid(rows, path)
 
 
-def build_prior(prior_args: PriorArguments, metadata: dict, tokenizer: VQVAEModel, has_labels: bool) -> AutoregressivePrior:
+def build_prior(
+    prior_args: PriorArguments, metadata: dict, tokenizer: VQVAEModel, has_labels: bool, code_length: int = 256
+) -> AutoregressivePrior:
     if prior_args.prior not in PRIORS:
         raise ValueError(f"--prior {prior_args.prior!r} is unknown; choose one of {', '.join(PRIORS)}.")
     levels = metadata["num_levels"]
@@ -176,7 +247,10 @@ def build_prior(prior_args: PriorArguments, metadata: dict, tokenizer: VQVAEMode
     config_class, model_class = PRIORS[prior_args.prior]
     id2label = {int(k): v for k, v in metadata["id2label"].items()}
     conditional = prior_args.conditional and has_labels
-    grids = metadata["code_grids"]
+    if metadata.get("modality") == "audio":  # sequences of any length, modelled in windows
+        grids = [[code_length // 2 ** (prior_args.level - level)] for level in range(levels)]
+    else:
+        grids = metadata["code_grids"]
     config = config_class(
         codebook_size=metadata["codebook_size"],
         code_shape=grids[prior_args.level],
@@ -207,13 +281,20 @@ def main(argv=None) -> tuple[AutoregressivePrior, dict]:
         print(f"{data_args.train_codes} has no labels: training an unconditional prior.")
     conditional = prior_args.conditional and has_labels
     torch.manual_seed(training.seed)
-    model = build_prior(prior_args, metadata, tokenizer, has_labels)
-    train_dataset = CodeDataset(train_codes, prior_args.level, conditional)
+    model = build_prior(prior_args, metadata, tokenizer, has_labels, data_args.code_length)
+    audio = metadata.get("modality") == "audio"
+
+    def dataset(codes, train: bool, limit=None):
+        if audio:
+            return SequenceWindows(codes, prior_args.level, conditional, data_args.code_length, random=train, limit=limit)
+        return CodeDataset(codes, prior_args.level, conditional, limit)
+
+    train_dataset = dataset(train_codes, train=True)
     evaluate = None
     if data_args.eval_codes is not None:
         eval_codes, _ = load_code_dataset(data_args.eval_codes, tokenizer)
-        eval_dataset = CodeDataset(eval_codes, prior_args.level, conditional, data_args.eval_limit)
-        evaluate = make_evaluate(eval_dataset, tokenizer, data_args, Path(training.output_dir))
+        eval_dataset = dataset(eval_codes, train=False, limit=data_args.eval_limit)
+        evaluate = make_evaluate(eval_dataset, tokenizer, data_args, Path(training.output_dir), prior_args.level)
     metrics = train(
         model,
         train_dataset,

@@ -75,6 +75,7 @@ class WaveNetCache:
 
 class WaveNetPrior(AutoregressivePrior):
     config_class = WaveNetConfig
+    any_length = True  # convolutions: the same weights at every position
 
     def __init__(self, config: WaveNetConfig):
         super().__init__(config)

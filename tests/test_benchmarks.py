@@ -48,3 +48,13 @@ def test_prior_quality_benchmark_reports_nll_against_references(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "log K (uniform)" in table and "| pixelcnn |" in table
     assert (tmp_path / "samples-pixelcnn.png").is_file()
+
+
+def test_speech_throughput_benchmark_reports_ratios(capsys):
+    import speech_throughput
+
+    report = speech_throughput.main(["--seconds", "0.25", "--wavenet-samples", "128", "--rounds", "1"])
+    rates = report["audio_seconds_per_second"]
+    assert set(rates) == {"encode", "decode, conv", "decode, WaveNet (cached)", "decode, WaveNet (uncached)"}
+    assert all(rate > 0 for rate in rates.values()) and report["wavenet_cache_speedup"] > 1
+    assert "identical audio" in capsys.readouterr().out

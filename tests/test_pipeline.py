@@ -111,7 +111,7 @@ def test_save_and_reload_give_identical_images_and_a_model_card(bundle, tmp_path
 def test_default_bundle_from_the_environment_and_a_clear_error_without_one(bundle, tmp_path, monkeypatch):
     images = generate_in_fresh_process(None, env={"VQGEN_BUNDLE": str(bundle)})  # transformers.pipeline(task) alone
     assert images.shape == (4, 28, 28)
-    monkeypatch.setattr(pipelines, "DEMO_BUNDLE", tmp_path / "no-demo-yet")
+    monkeypatch.setitem(pipelines.DEFAULT_BUNDLES, "vq-image-gen", ("VQGEN_BUNDLE", tmp_path / "no-demo-yet", "bash scripts/demo.sh"))
     monkeypatch.delenv("VQGEN_BUNDLE", raising=False)
     started = time.perf_counter()
     with pytest.raises(FileNotFoundError, match="run `bash scripts/demo.sh`"):
