@@ -59,9 +59,8 @@ class LabelResolver:
             raise TypeError(f"a {self.kind} is a name (str) or an id (int), got {label!r} ({type(label).__name__}).")
         if isinstance(label, int):
             if label not in self.id2label:
-                raise ValueError(
-                    f"{self.kind} id {label} is not one of this model's {len(self.id2label)} {self.kind}s (0..{max(self.id2label)})."
-                )
+                plural = "classes" if self.kind == "class" else f"{self.kind}s"
+                raise ValueError(f"{self.kind} id {label} is not one of this model's {len(self.id2label)} {plural} (0..{max(self.id2label)}).")
             return label
         key = normalize(label)
         if key in self.index:

@@ -4,8 +4,8 @@ generator with voice conversion, on CPU.
     bash scripts/demo.sh speech     # = .venv/bin/python scripts/demo_speech.py [--tokenizer-steps N] [--prior-steps N]
 
 1. synthesizes the corpus on first use (10 espeak-ng voices, 200 + 30 sentences each) and trains
-   the speech tokenizer (recipes/speech.yaml: 16 kHz -> 250 codes per second, K=512, a
-   convolutional decoder conditioned on the speaker);
+   the speech tokenizer (recipes/speech.yaml: 16 kHz -> 250 codes per second, a convolutional
+   decoder conditioned on the speaker; here with K=64 and half-second crops, to fit a CPU);
 2. encodes every utterance of both splits into code sequences;
 3. trains a speaker-conditioned WaveNet prior on them (recipes/speech_prior.yaml) and writes the
    bundle to outputs/demo/speech/bundle;
@@ -41,6 +41,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--output-dir", type=Path, default=REPO / "outputs" / "demo" / "speech")
     parser.add_argument("--tokenizer-steps", type=int, default=1500)
     parser.add_argument("--prior-steps", type=int, default=1000)
+    parser.add_argument("--codebook-size", type=int, default=64, help="K (the recipe's, for GPUs: 512)")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each generated sample")
     args = parser.parse_args(argv)
     out = args.output_dir
@@ -49,6 +50,8 @@ def main(argv=None) -> dict:
     tokenizer, tokenizer_metrics = tokenizer_cli.main([
         str(REPO / "recipes" / "speech.yaml"), "--max_steps", str(args.tokenizer_steps), "--eval_every", str(args.tokenizer_steps),
         "--save_every", str(args.tokenizer_steps), "--output_dir", str(out / "tokenizer"),
+        # CPU-sized: half-second crops, and a small codebook that leaves no room for the speaker in the codes
+        "--segment_length", "8192", "--codebook_size", str(args.codebook_size),
     ])  # fmt: skip
     tokenizer_dir = out / "tokenizer" / "model"
 

@@ -63,6 +63,8 @@ class ModelArguments:
     wavenet_skip_channels: int = 128
     wavenet_layers: int = 20
     wavenet_dilation_cycle: int = 10
+    mu_law_channels: int = 256
+    stft_resolutions: str | None = field(default=None, metadata={"help": "Audio: JSON [[fft, hop], ...] of the STFT loss."})
 
     @property
     def total_stride(self) -> int:
@@ -84,9 +86,13 @@ class ModelArguments:
                 f"(2**(num_downsamples + num_levels - 1)); use {self.image_size // stride * stride} or "
                 f"{(self.image_size // stride + 1) * stride}."
             )
+        try:
+            resolutions = json.loads(self.stft_resolutions) if self.stft_resolutions else None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--stft_resolutions must be JSON like [[512, 128], [1024, 256]], got {self.stft_resolutions!r}: {error}") from None
         fields = {k: v for k, v in asdict(self).items() if k != "speaker_conditioning"}
         speakers = speakers if self.modality == "audio" and self.speaker_conditioning else None
-        return VQVAEConfig(**{**fields, "quantizer_options": options, "speakers": speakers})
+        return VQVAEConfig(**{**fields, "quantizer_options": options, "speakers": speakers, "stft_resolutions": resolutions})
 
 
 @dataclass

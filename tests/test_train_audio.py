@@ -1,6 +1,6 @@
 """Real training of the speech tokenizer on the built-in espeak-ng corpus, through stage one's CLI:
 held-out reconstruction improves, and decoding with another speaker converts the voice, as judged
-by a speaker classifier trained on the corpus."""
+by a speaker classifier trained on the corpus (four voices: chance is 1 in 4)."""
 
 import json
 
@@ -31,10 +31,10 @@ def trained(corpus, tmp_path_factory, monkeypatch_module):
     output = tmp_path_factory.mktemp("speech-run")
     args = [
         "--modality", "audio", "--sampling_rate", str(RATE), "--dataset", "speech", "--speech_sentences", "30",
-        "--speech_speakers", ",".join(SPEAKERS), "--hidden_channels", "64", "--code_dim", "64", "--codebook_size", "256",
+        "--speech_speakers", ",".join(SPEAKERS), "--hidden_channels", "64", "--code_dim", "64", "--codebook_size", "32",
         "--quantizer", "vq-ema", "--quantizer_options", '{"dead_code_steps": 50}', "--segment_length", "4096",
-        "--eval_segment_length", str(SEGMENT), "--batch_size", "16", "--learning_rate", "0.002", "--max_steps", "400",
-        "--eval_every", "400", "--save_every", "400", "--output_dir", str(output),
+        "--eval_segment_length", str(SEGMENT), "--batch_size", "16", "--learning_rate", "0.002", "--max_steps", "600",
+        "--eval_every", "600", "--save_every", "600", "--output_dir", str(output),
     ]  # fmt: skip
     model, metrics = train_cli.main(args)
     return output, model.eval(), metrics
@@ -61,7 +61,7 @@ def test_training_improves_held_out_reconstruction(corpus, trained):
     assert after < 0.5 * before, (before, after)
     saved = json.loads((output / "model" / "eval_results.json").read_text())
     assert saved["log_mel_distance"] == pytest.approx(after, rel=1e-4)
-    step = output / "samples" / "step-0000400"
+    step = output / "samples" / "step-0000600"
     assert (step / "reconstruction-0.wav").is_file() and (step / "spectrograms.png").is_file()
 
 
@@ -85,9 +85,13 @@ def test_decoding_with_another_speaker_converts_the_voice(corpus, trained):
     reconstructed_accuracy = (classifier.predict(reconstructed) == sources).float().mean().item()
     converted_to_target = (classifier.predict(converted) == targets).float().mean().item()
     chance = 1 / len(SPEAKERS)
-    # measured: 0.90 and 0.93 (0.75 and 0.72 at half the learning rate); chance is 0.25
-    assert reconstructed_accuracy >= 0.7, reconstructed_accuracy
-    assert converted_to_target >= 0.6 > 2 * chance, converted_to_target
+    converted_to_source = (classifier.predict(converted) == sources).float().mean().item()
+    # measured (2 threads; 1 thread): reconstructions 0.73; 0.99, conversions judged as the target
+    # 0.63; 0.66 and as the source 0.15; 0.08. A small codebook (K=32) keeps the speaker out of the
+    # codes, as the paper's bottleneck argument asks.
+    assert reconstructed_accuracy >= 0.6, reconstructed_accuracy
+    assert converted_to_target >= 2 * chance, converted_to_target
+    assert converted_to_source <= chance, converted_to_source
 
 
 def test_wavenet_decoder_learns_speech(corpus, tmp_path, monkeypatch):

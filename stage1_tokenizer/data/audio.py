@@ -45,6 +45,13 @@ import torch
 import torchaudio.functional as AF
 from tqdm.auto import tqdm
 
+from .hf_datasets import (
+    find_label_column,
+    find_media_column,
+    label_vocabulary,
+    load_hub_split,
+)
+
 logger = logging.getLogger(__name__)
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, Mapping[str, Any]]
@@ -153,10 +160,6 @@ def read_audio(
 
 
 # -- Hugging Face audio datasets ------------------------------------------------------------------
-def _audio_columns(features: datasets.Features) -> list[str]:
-    return [name for name, feature in features.items() if isinstance(feature, datasets.Audio)]
-
-
 class AudioDataset(torch.utils.data.Dataset):
     """A `datasets.Dataset` with an audio column, as mono waveforms in [-1, 1] at `sampling_rate`.
 
@@ -190,9 +193,9 @@ class AudioDataset(torch.utils.data.Dataset):
         self.sampling_rate = _check_sampling_rate(sampling_rate)
         self.on_bad_audio = on_bad_audio
         self.mix_to_mono = mix_to_mono
-        self.audio_column = self._find_audio_column(hf_dataset, audio_column)
-        self.speaker_column = self._find_speaker_column(hf_dataset, speaker_column)
-        self.speakers, self._speaker_ids = self._speaker_vocabulary(hf_dataset)
+        self.audio_column = find_media_column(hf_dataset, audio_column, datasets.Audio, "audio_column")
+        self.speaker_column = find_label_column(hf_dataset, speaker_column, _SPEAKER_COLUMNS, "speaker_column")
+        self.speakers, self._speaker_ids = label_vocabulary(hf_dataset, self.speaker_column, "speaker_column")
 
         # Keep {"bytes", "path"}: decoding with decode=True would need torchcodec.
         columns = [self.audio_column] + ([self.speaker_column] if self.speaker_column else [])
@@ -200,60 +203,6 @@ class AudioDataset(torch.utils.data.Dataset):
 
         self.skipped: list[tuple[int, str]] = []
         self._indices: list[int] = self._check_audio()
-
-    # -- columns ----------------------------------------------------------------------------------
-    @staticmethod
-    def _find_audio_column(hf_dataset: datasets.Dataset, audio_column: str | None) -> str:
-        names = list(hf_dataset.features)
-        if audio_column is None:
-            found = _audio_columns(hf_dataset.features)
-            if not found:
-                raise ValueError(
-                    f"the dataset has no audio column (a `datasets.Audio` feature); its columns are {names}. "
-                    "Pass audio_column=..., after casting that column with "
-                    "`hf_dataset.cast_column(name, datasets.Audio(decode=False))` if it holds file paths or bytes."
-                )
-            return found[0]
-        if audio_column not in hf_dataset.features:
-            raise ValueError(f"audio_column {audio_column!r} is not a column of the dataset; its columns are {names}.")
-        if not isinstance(hf_dataset.features[audio_column], datasets.Audio):
-            raise ValueError(
-                f"column {audio_column!r} is {hf_dataset.features[audio_column]}, not a `datasets.Audio`; cast it "
-                f"with `hf_dataset.cast_column({audio_column!r}, datasets.Audio(decode=False))`."
-            )
-        return audio_column
-
-    @staticmethod
-    def _find_speaker_column(hf_dataset: datasets.Dataset, speaker_column: str | None) -> str | None:
-        features = hf_dataset.features
-        if speaker_column is not None:
-            if speaker_column not in features:
-                raise ValueError(
-                    f"speaker_column {speaker_column!r} is not a column of the dataset; its columns are "
-                    f"{list(features)}."
-                )
-            return speaker_column
-        for name, feature in features.items():
-            if isinstance(feature, datasets.ClassLabel):
-                return name
-        return next((name for name in _SPEAKER_COLUMNS if name in features), None)
-
-    def _speaker_vocabulary(self, hf_dataset: datasets.Dataset) -> tuple[list[str] | None, dict[str, int] | None]:
-        """Speaker names, and for string speakers the name -> id map (sorted names, so ids are stable)."""
-        if self.speaker_column is None:
-            return None, None
-        feature = hf_dataset.features[self.speaker_column]
-        if isinstance(feature, datasets.ClassLabel):
-            return list(feature.names), None
-        if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
-            names = sorted({name for name in hf_dataset[self.speaker_column] if name is not None})
-            return names, {name: i for i, name in enumerate(names)}
-        if isinstance(feature, datasets.Value) and "int" in feature.dtype:
-            return None, None
-        raise ValueError(
-            f"speaker column {self.speaker_column!r} is {feature}; expected a ClassLabel, integer or string column. "
-            "Pass speaker_column=... to pick another column."
-        )
 
     # -- decoding -----------------------------------------------------------------------------------
     @staticmethod
@@ -371,23 +320,8 @@ def load_hub_audio_dataset(
 
     Needs the network the first time; afterwards `datasets` serves it from its cache.
     """
-    try:
-        hf_dataset = datasets.load_dataset(name, split=split, **(load_kwargs or {}))
-    except Exception as exc:
-        if datasets.config.HF_HUB_OFFLINE:
-            raise ConnectionError(
-                f"dataset {name!r} (split {split!r}) could not be loaded offline (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE "
-                "is set) and is not in the local cache. Load it once with the network, or use a local folder of "
-                "audio with load_audio_folder(path, ...) or the offline SyntheticSpeech corpus. "
-                f"Cause: {type(exc).__name__}: {exc}"
-            ) from exc
-        raise ValueError(
-            f"dataset {name!r} (split {split!r}) could not be loaded: {type(exc).__name__}: {exc}. Check the name, "
-            "split and network, or use a local folder of audio with load_audio_folder(path, ...)."
-        ) from exc
-    if isinstance(hf_dataset, datasets.DatasetDict):  # only when a caller passes split=None
-        raise ValueError(f"dataset {name!r} has splits {list(hf_dataset)}; pass one of them as split.")
-    return AudioDataset(hf_dataset, sampling_rate, **kwargs)
+    local = "a local folder of audio with load_audio_folder(path, ...) or the offline SyntheticSpeech corpus"
+    return AudioDataset(load_hub_split(name, split, load_kwargs, local), sampling_rate, **kwargs)
 
 
 # -- offline synthetic speech --------------------------------------------------------------------

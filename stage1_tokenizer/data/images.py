@@ -28,6 +28,13 @@ import torch
 from PIL import Image, ImageMode
 from tqdm.auto import tqdm
 
+from .hf_datasets import (
+    find_label_column,
+    find_media_column,
+    label_vocabulary,
+    load_hub_split,
+)
+
 logger = logging.getLogger(__name__)
 
 _BAD_IMAGE_POLICIES = ("raise", "skip")
@@ -98,10 +105,6 @@ def _to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
-def _image_columns(features: datasets.Features) -> list[str]:
-    return [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
-
-
 # -- Hugging Face image datasets ------------------------------------------------------------------
 class ImageDataset(torch.utils.data.Dataset):
     """A `datasets.Dataset` with an image column, as fixed-size float images in [0, 1].
@@ -137,9 +140,9 @@ class ImageDataset(torch.utils.data.Dataset):
         self.channels = channels
         self.convert_channels = convert_channels
         self.on_bad_image = on_bad_image
-        self.image_column = self._find_image_column(hf_dataset, image_column)
-        self.label_column = self._find_label_column(hf_dataset, label_column)
-        self.class_names, self._label_ids = self._label_vocabulary(hf_dataset)
+        self.image_column = find_media_column(hf_dataset, image_column, datasets.Image, "image_column")
+        self.label_column = find_label_column(hf_dataset, label_column, ("label", "labels"), "label_column")
+        self.class_names, self._label_ids = label_vocabulary(hf_dataset, self.label_column, "label_column")
 
         # Decode ourselves from {"bytes", "path"}, so that a bad file fails on its own row with its
         # path in hand, instead of inside `datasets` whenever the row is touched.
@@ -152,59 +155,6 @@ class ImageDataset(torch.utils.data.Dataset):
         # (or skipped) before any training step, never mid-epoch.
         self.skipped: list[tuple[int, str]] = []
         self._indices: list[int] = self._check_images()
-
-    # -- columns ----------------------------------------------------------------------------------
-    @staticmethod
-    def _find_image_column(hf_dataset: datasets.Dataset, image_column: str | None) -> str:
-        names = list(hf_dataset.features)
-        if image_column is None:
-            found = _image_columns(hf_dataset.features)
-            if not found:
-                raise ValueError(
-                    f"the dataset has no image column (a `datasets.Image` feature); its columns are {names}. "
-                    "Pass image_column=..., after casting that column with "
-                    "`hf_dataset.cast_column(name, datasets.Image())` if it holds file paths or bytes."
-                )
-            return found[0]
-        if image_column not in hf_dataset.features:
-            raise ValueError(f"image_column {image_column!r} is not a column of the dataset; its columns are {names}.")
-        if not isinstance(hf_dataset.features[image_column], datasets.Image):
-            raise ValueError(
-                f"column {image_column!r} is {hf_dataset.features[image_column]}, not a `datasets.Image`; cast it "
-                f"with `hf_dataset.cast_column({image_column!r}, datasets.Image())`."
-            )
-        return image_column
-
-    @staticmethod
-    def _find_label_column(hf_dataset: datasets.Dataset, label_column: str | None) -> str | None:
-        features = hf_dataset.features
-        if label_column is not None:
-            if label_column not in features:
-                raise ValueError(
-                    f"label_column {label_column!r} is not a column of the dataset; its columns are {list(features)}."
-                )
-            return label_column
-        for name, feature in features.items():
-            if isinstance(feature, datasets.ClassLabel):
-                return name
-        return next((name for name in ("label", "labels") if name in features), None)
-
-    def _label_vocabulary(self, hf_dataset: datasets.Dataset) -> tuple[list[str] | None, dict[str, int] | None]:
-        """Class names, and for string labels the name -> id map (sorted names, so ids are stable)."""
-        if self.label_column is None:
-            return None, None
-        feature = hf_dataset.features[self.label_column]
-        if isinstance(feature, datasets.ClassLabel):
-            return list(feature.names), None
-        if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
-            names = sorted({name for name in hf_dataset[self.label_column] if name is not None})
-            return names, {name: i for i, name in enumerate(names)}
-        if isinstance(feature, datasets.Value) and ("int" in feature.dtype):
-            return None, None
-        raise ValueError(
-            f"label column {self.label_column!r} is {feature}; expected a ClassLabel, integer or string column. "
-            "Pass label_column=... to pick another column."
-        )
 
     # -- decoding -----------------------------------------------------------------------------------
     def _decode(self, value: dict[str, Any] | None) -> Image.Image:
@@ -322,22 +272,8 @@ def load_hub_image_dataset(
 
     Needs the network the first time; afterwards `datasets` serves it from its cache.
     """
-    try:
-        hf_dataset = datasets.load_dataset(name, split=split, **(load_kwargs or {}))
-    except Exception as exc:
-        if datasets.config.HF_HUB_OFFLINE:
-            raise ConnectionError(
-                f"dataset {name!r} (split {split!r}) could not be loaded offline (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE "
-                "is set) and is not in the local cache. Load it once with the network, or use a local folder of "
-                f"images with load_image_folder(path, ...). Cause: {type(exc).__name__}: {exc}"
-            ) from exc
-        raise ValueError(
-            f"dataset {name!r} (split {split!r}) could not be loaded: {type(exc).__name__}: {exc}. Check the name, "
-            "split and network, or use a local folder of images with load_image_folder(path, ...)."
-        ) from exc
-    if isinstance(hf_dataset, datasets.DatasetDict):  # only when a caller passes split=None
-        raise ValueError(f"dataset {name!r} has splits {list(hf_dataset)}; pass one of them as split.")
-    return ImageDataset(hf_dataset, image_size, channels, **kwargs)
+    local = "a local folder of images with load_image_folder(path, ...)"
+    return ImageDataset(load_hub_split(name, split, load_kwargs, local), image_size, channels, **kwargs)
 
 
 # -- offline natural photos ------------------------------------------------------------------------
