@@ -85,11 +85,12 @@ def main(argv=None) -> dict:
     print(f"\n16 kHz, batch 1, {torch.get_num_threads()} threads, untrained recipe-size models; encode and conv decode on "
           f"{length / RATE:.1f} s of audio, WaveNet on {wavenet_seconds * 1000:.0f} ms ({wavenet_codes[0].shape[1] * 64} samples); "
           f"medians of {args.rounds} interleaved rounds (uncached: one)\n")  # fmt: skip
-    print("| step | audio seconds per second | vs real time | vs WaveNet cached decoding |")
-    print("|---|---|---|---|")
+    print("| step | audio seconds per second (= x real time) | vs WaveNet cached decoding |")
+    print("|---|---|---|")
     wavenet_rate = results["decode, WaveNet (cached)"]
     for name, rate in results.items():
-        print(f"| {name} | {rate:.4g} | {rate:.3g}x | {rate / wavenet_rate:.3g}x |")
+        ratio = rate / wavenet_rate
+        print(f"| {name} | {rate:.3g} | {f'{ratio:,.0f}' if ratio >= 100 else f'{ratio:.3g}'}x |")
     print(f"\ncached WaveNet decoding is {speedup:.1f}x faster than uncached, with identical audio")
     report = {"audio_seconds_per_second": results, "wavenet_cache_speedup": speedup, "wavenet_samples": wavenet_codes[0].shape[1] * 64}
     if args.output:

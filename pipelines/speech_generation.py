@@ -95,8 +95,9 @@ class VQSpeechGenerationPipeline(BundlePipeline):
             seconds = seconds if seconds is not None else defaults.get("seconds", 2.0)
             if not isinstance(seconds, (int, float)) or not seconds > 0:
                 raise ValueError(f"seconds must be a positive number, got {seconds!r}.")
+            condition = ids if self.model.num_classes else None  # an unconditional prior speaks for all voices
             codes = sample_hierarchy(
-                self.model.priors, 1, ids, shapes=self.code_shapes(seconds), generator=generator, use_cache=use_cache,
+                self.model.priors, 1, condition, shapes=self.code_shapes(seconds), generator=generator, use_cache=use_cache,
                 temperature=temperature if temperature is not None else defaults.get("temperature", 1.0),
                 top_k=top_k if top_k is not None else defaults.get("top_k"),
             )  # fmt: skip

@@ -131,6 +131,8 @@ class VQGenerator(PreTrainedModel):
             if audio:  # speech codes: sequences, modelled in windows; a window's context is half as long
                 if len(c.code_shape) != 1:
                     problems.append(f"code grid {list(c.code_shape)} (speech codes are sequences: (T,))")
+                if c.num_classes and tokenizer.speakers and c.num_classes != len(tokenizer.speakers):
+                    problems.append(f"{c.num_classes} speakers (the tokenizer's: {len(tokenizer.speakers)})")
                 expected_context = [c.code_shape[0] // 2] if level else None
             else:
                 grid = list(tokenizer.code_grids[level])

@@ -157,3 +157,18 @@ def _image_bundle() -> VQGenerator:
     tokenizer = VQVAEModel(VQVAEConfig(hidden_channels=8, code_dim=4, codebook_size=16))
     prior = TransformerPrior(TransformerConfig(codebook_size=16, code_shape=(7, 7), hidden_size=16, num_layers=1, num_heads=2))
     return VQGenerator.from_parts(tokenizer, [prior])
+
+
+def test_speech_bundles_refuse_priors_that_do_not_fit(speech_bundle):
+    root, prior, _ = speech_bundle
+    from stage1_tokenizer import VQVAEModel
+    from stage2_prior import WaveNetConfig
+
+    tokenizer = VQVAEModel.from_pretrained(root / "tokenizer" / "model")
+    fits = dict(codebook_size=64, tokenizer_fingerprint=prior.config.tokenizer_fingerprint)
+    with pytest.raises(ValueError, match=r"5 speakers \(the tokenizer's: 3\)"):
+        VQGenerator.from_parts(tokenizer, [WaveNetPrior(WaveNetConfig(code_shape=(64,), num_classes=5, num_layers=2, **fits))])
+    with pytest.raises(ValueError, match=r"speech codes are sequences"):
+        VQGenerator.from_parts(tokenizer, [WaveNetPrior(WaveNetConfig(code_shape=(8, 8), num_classes=3, num_layers=2, **fits))])
+    with pytest.raises(ValueError, match="codebook size 32"):
+        VQGenerator.from_parts(tokenizer, [WaveNetPrior(WaveNetConfig(code_shape=(64,), num_classes=3, num_layers=2, codebook_size=32))])
