@@ -285,9 +285,12 @@ def main(argv=None) -> tuple[AutoregressivePrior, dict]:
     audio = metadata.get("modality") == "audio"
 
     def dataset(codes, train: bool, limit=None):
-        if audio:
-            return SequenceWindows(codes, prior_args.level, conditional, data_args.code_length, random=train, limit=limit)
-        return CodeDataset(codes, prior_args.level, conditional, limit)
+        if not audio:
+            return CodeDataset(codes, prior_args.level, conditional, limit)
+        windows = SequenceWindows(codes, prior_args.level, conditional, data_args.code_length, random=train, limit=limit)
+        if windows.skipped:
+            print(f"left out {windows.skipped} {'training' if train else 'held-out'} sequences shorter than --code_length {data_args.code_length}")
+        return windows
 
     train_dataset = dataset(train_codes, train=True)
     evaluate = None

@@ -1,3 +1,7 @@
+import json
+
+import httpx2
+import huggingface_hub
 import pytest
 import torch
 
@@ -5,3 +9,31 @@ import torch
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def fake_hub():
+    """huggingface_hub's HTTP client replaced by a recording stand-in of the Hub's API."""
+    calls = []
+
+    def handler(request):
+        is_ndjson = request.headers.get("content-type", "").startswith("application/x-ndjson")
+        body = [json.loads(line) for line in request.content.splitlines() if line] if is_ndjson else (
+            json.loads(request.content) if request.content else None)  # fmt: skip
+        calls.append({"method": request.method, "path": request.url.path, "body": body,
+                      "authorization": request.headers.get("authorization")})  # fmt: skip
+        path = request.url.path
+        if path == "/api/repos/create":
+            return httpx2.Response(200, json={"url": f"https://huggingface.co/{body['organization']}/{body['name']}"})
+        if path == "/api/validate-yaml":
+            return httpx2.Response(200, json={})
+        if "/preupload/" in path:
+            files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in body["files"]]
+            return httpx2.Response(200, json={"files": files})
+        if "/commit/" in path:
+            return httpx2.Response(200, json={"commitUrl": "https://huggingface.co/me/vqgen-fmnist/commit/" + "a" * 40, "commitOid": "a" * 40})
+        return httpx2.Response(404, json={"error": "not found"})
+
+    huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(handler)))
+    yield calls
+    huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)

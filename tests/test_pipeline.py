@@ -11,8 +11,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx2
-import huggingface_hub
 import numpy as np
 import pytest
 import torch
@@ -169,34 +167,6 @@ def test_mismatched_parts_are_refused_at_load(bundle, tmp_path):
     save_file(weights, str(tmp_path / "tok" / "model.safetensors"))
     with pytest.raises(ValueError, match="codes of tokenizer .* not of this tokenizer"):
         VQGenerator.from_pretrained(tmp_path / "tok")
-
-
-@pytest.fixture
-def fake_hub():
-    """huggingface_hub's HTTP client replaced by a recording stand-in of the Hub's API."""
-    calls = []
-
-    def handler(request):
-        is_ndjson = request.headers.get("content-type", "").startswith("application/x-ndjson")
-        body = [json.loads(line) for line in request.content.splitlines() if line] if is_ndjson else (
-            json.loads(request.content) if request.content else None)  # fmt: skip
-        calls.append({"method": request.method, "path": request.url.path, "body": body,
-                      "authorization": request.headers.get("authorization")})  # fmt: skip
-        path = request.url.path
-        if path == "/api/repos/create":
-            return httpx2.Response(200, json={"url": f"https://huggingface.co/{body['organization']}/{body['name']}"})
-        if path == "/api/validate-yaml":
-            return httpx2.Response(200, json={})
-        if "/preupload/" in path:
-            files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in body["files"]]
-            return httpx2.Response(200, json={"files": files})
-        if "/commit/" in path:
-            return httpx2.Response(200, json={"commitUrl": "https://huggingface.co/me/vqgen-fmnist/commit/" + "a" * 40, "commitOid": "a" * 40})
-        return httpx2.Response(404, json={"error": "not found"})
-
-    huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(handler)))
-    yield calls
-    huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)
 
 
 def test_push_to_hub_sends_the_bundle_and_its_card(bundle, fake_hub, capsys):

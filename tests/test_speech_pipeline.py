@@ -172,3 +172,18 @@ def test_speech_bundles_refuse_priors_that_do_not_fit(speech_bundle):
         VQGenerator.from_parts(tokenizer, [WaveNetPrior(WaveNetConfig(code_shape=(8, 8), num_classes=3, num_layers=2, **fits))])
     with pytest.raises(ValueError, match="codebook size 32"):
         VQGenerator.from_parts(tokenizer, [WaveNetPrior(WaveNetConfig(code_shape=(64,), num_classes=3, num_layers=2, codebook_size=32))])
+
+
+def test_push_to_hub_sends_a_speech_bundle_and_its_card(speech_bundle, fake_hub):
+    import base64
+
+    root, _, _ = speech_bundle
+    pipelines.push_to_hub(root / "bundle", "me/vqgen-speech", token="hf_secret_token_123")
+    commit = [c for c in fake_hub if "/commit/" in c["path"]][-1]
+    files = {op["value"]["path"]: base64.b64decode(op["value"]["content"]) for op in commit["body"][1:] if op["key"] == "file"}
+    assert sorted(files) == ["README.md", "config.json", "model.safetensors"]
+    assert files["model.safetensors"] == (root / "bundle" / "model.safetensors").read_bytes()
+    card = files["README.md"].decode()
+    assert 'transformers.pipeline("vq-speech-gen", model="me/vqgen-speech")' in card
+    assert 'generate(speaker="us-male-low", seconds=2)' in card and "125 codes per second of 8000 Hz audio" in card
+    assert "held-out reconstruction log-mel distance" in card and "held-out NLL (nats per code)" in card
