@@ -187,3 +187,36 @@ def test_push_to_hub_sends_a_speech_bundle_and_its_card(speech_bundle, fake_hub)
     assert 'transformers.pipeline("vq-speech-gen", model="me/vqgen-speech")' in card
     assert 'generate(speaker="us-male-low", seconds=2)' in card and "125 codes per second of 8000 Hz audio" in card
     assert "held-out reconstruction log-mel distance" in card and "held-out NLL (nats per code)" in card
+
+
+def test_two_level_speech_top_then_bottom_prior_and_pipeline(speech_bundle, tmp_path, monkeypatch):
+    """VQ-VAE-2's hierarchy on speech: code sequences per level, a top prior, a bottom prior whose
+    windows sit under the top window (its context), one bundle, one pipeline call."""
+    root, _, _ = speech_bundle
+    monkeypatch.setenv("VQGEN_CACHE", str(root / "cache"))
+    from stage1_tokenizer import VQVAEConfig, VQVAEModel
+    from stage2_prior import generator as bundle_cli
+
+    torch.manual_seed(0)
+    tokenizer = VQVAEModel(VQVAEConfig(modality="audio", sampling_rate=RATE, num_levels=2, hidden_channels=16, code_dim=8,
+                                       codebook_size=32, quantizer="vq", speakers=SPEAKERS))  # fmt: skip
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    for split, count in (("train", "12"), ("test", "6")):
+        encode_cli.main(["--tokenizer", str(tmp_path / "tokenizer"), "--dataset", "speech", "--split", split,
+                         "--speech_sentences", count, "--output_dir", str(tmp_path / f"codes-{split}")])  # fmt: skip
+    codes, _ = load_code_dataset(tmp_path / "codes-train")
+    assert all(2 * len(top) == len(bottom) for top, bottom in zip(codes["codes_0"], codes["codes_1"]))
+    common = ["--tokenizer", str(tmp_path / "tokenizer"), "--train_codes", str(tmp_path / "codes-train"),
+              "--eval_codes", str(tmp_path / "codes-test"), "--batch_size", "8", "--max_steps", "4", "--eval_every", "4",
+              "--save_every", "4", "--prior", "transformer",
+              "--prior_config", '{"hidden_size": 16, "num_layers": 1, "num_heads": 2}']  # fmt: skip
+    prior_cli.main([*common, "--level", "0", "--code_length", "16", "--output_dir", str(tmp_path / "top")])
+    bottom, metrics = prior_cli.main([*common, "--level", "1", "--code_length", "32", "--output_dir", str(tmp_path / "bottom")])
+    assert bottom.config.code_shape == [32] and bottom.config.context_shape == [16] and math.isfinite(metrics["nll_nats_per_code"])
+    bundle_cli.main(["--tokenizer", str(tmp_path / "tokenizer"), "--priors", str(tmp_path / "top" / "model"),
+                     str(tmp_path / "bottom" / "model"), "--output_dir", str(tmp_path / "bundle")])  # fmt: skip
+    speak = transformers.pipeline("vq-speech-gen", model=str(tmp_path / "bundle"))
+    window = 16 * 128 / RATE  # the top window: 16 codes of 128 samples
+    assert len(speak(speaker="gb-female", seconds=window, seed=0)["audio"]) == 16 * 128
+    with pytest.raises(ValueError, match=r"TransformerPrior samples at most 16 codes \(0.26 s\) at level 0"):
+        speak(speaker="gb-female", seconds=2 * window)
