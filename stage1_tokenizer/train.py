@@ -223,6 +223,17 @@ def make_compute_loss(use_speakers: bool):
 compute_loss = make_compute_loss(use_speakers=False)  # images
 
 
+def summarize_usage(usages: list[CodebookUsage], config: VQVAEConfig, metrics: dict) -> dict:
+    """Adds each level's codebook share used and perplexity to `metrics` (a collective: every
+    rank calls it); returns the code counts per level name, for the usage plot."""
+    names = ["top", "bottom"] if config.num_levels == 2 else [config.quantizer]
+    counts = {}
+    for name, usage in zip(names, usages):
+        suffix = f"_{name}" if config.num_levels == 2 else ""
+        metrics[f"codebook_used{suffix}"], metrics[f"perplexity{suffix}"], counts[name] = usage.summarize()
+    return counts
+
+
 def make_evaluate(eval_dataset, data: DataArguments, output_dir: Path, codebook_size: int):
     """Held-out MSE of decode(codes), codebook usage and perplexity over the eval split (sharded
     over processes, summed with reduce), plus a PNG of reconstructions on the main process."""
@@ -244,12 +255,7 @@ def make_evaluate(eval_dataset, data: DataArguments, output_dir: Path, codebook_
         squared_error = accelerator.reduce(squared_error, reduction="sum").item()
         pixels = len(eval_dataset) * eval_dataset[0]["pixel_values"].numel()
         metrics = {"mse_from_codes": squared_error / pixels}
-        names = ["top", "bottom"] if levels == 2 else [unwrapped.config.quantizer]
-        counts = {}
-        for name, usage in zip(names, usages):
-            suffix = f"_{name}" if levels == 2 else ""
-            # a collective: every rank calls it
-            metrics[f"codebook_used{suffix}"], metrics[f"perplexity{suffix}"], counts[name] = usage.summarize()
+        counts = summarize_usage(usages, unwrapped.config, metrics)
         if accelerator.is_main_process:
             examples = torch.stack([eval_dataset[i]["pixel_values"] for i in range(min(data.num_examples, len(eval_dataset)))])
             with torch.no_grad():
@@ -295,11 +301,7 @@ def make_audio_evaluate(eval_dataset, data: DataArguments, output_dir: Path, con
                     usage.update(level_codes)
         total = accelerator.reduce(total, reduction="sum").item()
         metrics = {("nll_per_sample" if wavenet else "log_mel_distance"): total / len(eval_dataset)}
-        names = ["top", "bottom"] if config.num_levels == 2 else [config.quantizer]
-        counts = {}
-        for name, usage in zip(names, usages):
-            suffix = f"_{name}" if config.num_levels == 2 else ""
-            metrics[f"codebook_used{suffix}"], metrics[f"perplexity{suffix}"], counts[name] = usage.summarize()
+        counts = summarize_usage(usages, config, metrics)
         if accelerator.is_main_process:
             waves, speaker = batch_of(range(min(data.num_examples, 4, len(eval_dataset))), accelerator.device)
             if wavenet:  # half a second each: sampled decoding takes about a millisecond per sample
