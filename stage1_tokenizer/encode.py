@@ -178,7 +178,9 @@ def main(argv=None) -> Path:
     else:
         train, held_out = build_datasets(data, model_args)
         source = train if args.split == "train" else held_out
-        id2label = getattr(getattr(source, "dataset", source), "id2label", None)
+        inner = getattr(source, "dataset", source)
+        names = getattr(inner, "class_names", None)  # frame sources name their maps
+        id2label = getattr(inner, "id2label", None) or (dict(enumerate(names)) if names else None)
     if args.limit is not None:
         source = Subset(source, range(min(args.limit, len(source))))
     codes = encode_dataset(model, source, args.batch_size)

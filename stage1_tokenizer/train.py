@@ -29,6 +29,7 @@ from .data import (
     FashionMNIST,
     PhotoCrops,
     SyntheticSpeech,
+    VizDoomFrames,
     load_audio_folder,
     load_hub_audio_dataset,
     load_hub_image_dataset,
@@ -100,7 +101,8 @@ class DataArguments:
     dataset: str = field(
         default="fashion_mnist",
         metadata={
-            "help": "Images: 'fashion_mnist' (built-in), 'photos' (crops of scikit-image's photos, built-in). "
+            "help": "Images: 'fashion_mnist' (built-in), 'photos' (crops of scikit-image's photos, built-in), "
+            "'vizdoom' (first-person 3D frames rendered by ViZDoom, built-in). "
             "Audio: 'speech' (the built-in espeak-ng corpus). Either: a local folder of class (speaker) "
             "subfolders, or a Hugging Face Hub dataset name."
         },
@@ -138,6 +140,11 @@ def build_datasets(data: DataArguments, model_args: ModelArguments):
                 "pass --in_channels 1 --image_size 28."
             )
         return FashionMNIST("train", limit=data.train_limit), FashionMNIST("test", limit=data.eval_limit)
+    if data.dataset == "vizdoom":
+        if channels != 3:
+            raise ValueError(f"ViZDoom frames are RGB, but the model expects {channels} channel(s): pass --in_channels 3.")
+        train, held_out = VizDoomFrames("train", size=size), VizDoomFrames("test", size=size)
+        return _limit(train, data.train_limit), _limit(held_out, data.eval_limit)
     if data.dataset == "photos":
         train = PhotoCrops(size, data.num_crops, "train", seed=0, channels=channels)
         held_out = PhotoCrops(size, data.eval_limit or 1000, "test", seed=1, channels=channels)
@@ -159,7 +166,7 @@ def build_audio_sources(data: DataArguments, model_args: ModelArguments, split: 
     only that one (the code-extraction CLI's need)."""
     rate = model_args.sampling_rate
     options = {"on_bad_audio": data.on_bad_image, "mix_to_mono": data.convert_channels}
-    if data.dataset in ("fashion_mnist", "photos"):
+    if data.dataset in ("fashion_mnist", "photos", "vizdoom"):
         raise ValueError(f"--dataset {data.dataset} holds images; for --modality audio use 'speech', an audio folder or a hub audio dataset.")
     if data.dataset == "speech":
         speakers = [name.strip() for name in data.speech_speakers.split(",")] if data.speech_speakers else None

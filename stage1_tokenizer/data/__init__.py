@@ -12,6 +12,13 @@ from .audio import (
     synthetic_sentences,
 )
 from .fashion_mnist import FASHION_MNIST_LABELS, FashionMNIST, load_fashion_mnist
+from .frames import (
+    DEFAULT_VIZDOOM_SCENARIOS,
+    VIZDOOM_SCENARIOS,
+    FrameArrays,
+    GymnasiumFrames,
+    VizDoomFrames,
+)
 from .images import (
     ImageDataset,
     PhotoCrops,
@@ -22,14 +29,19 @@ from .images import (
 )
 
 __all__ = [
+    "DEFAULT_VIZDOOM_SCENARIOS",
     "FASHION_MNIST_LABELS",
     "SYNTHETIC_SPEAKERS",
+    "VIZDOOM_SCENARIOS",
     "AudioCrops",
     "AudioDataset",
     "FashionMNIST",
+    "FrameArrays",
+    "GymnasiumFrames",
     "ImageDataset",
     "PhotoCrops",
     "SyntheticSpeech",
+    "VizDoomFrames",
     "available_photos",
     "check_divisible",
     "load_audio_folder",
