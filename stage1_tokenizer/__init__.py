@@ -3,7 +3,12 @@
 from transformers import AutoConfig, AutoModel
 
 from .configuration_vqvae import VQVAEConfig
-from .modeling_latent_vqvae import LatentVQVAEConfig, LatentVQVAEModel, LatentVQVAEOutput, frames_round_trip
+from .modeling_latent_vqvae import (
+    LatentVQVAEConfig,
+    LatentVQVAEModel,
+    LatentVQVAEOutput,
+    frames_round_trip,
+)
 from .modeling_vqvae import VQVAEModel, VQVAEOutput
 
 AutoConfig.register(VQVAEConfig.model_type, VQVAEConfig)
