@@ -58,3 +58,11 @@ def test_speech_throughput_benchmark_reports_ratios(capsys):
     assert set(rates) == {"encode", "decode, conv", "decode, WaveNet (cached)", "decode, WaveNet (uncached)"}
     assert all(rate > 0 for rate in rates.values()) and report["wavenet_cache_speedup"] > 1
     assert "identical audio" in capsys.readouterr().out
+
+
+def test_frames_throughput_benchmark_reports_every_step(capsys):
+    import frames_throughput
+
+    fps = frames_throughput.main(["--batch-size", "2", "--pixelcnn-frames", "1", "--rounds", "1", "--source-frames", "12"])
+    assert len(fps) == 6 and all(rate > 0 for rate in fps.values())
+    assert "| decode 3 codes -> 21x21 codes (PixelCNN, cached) |" in capsys.readouterr().out
