@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import HfArgumentParser
+from transformers import AutoConfig, HfArgumentParser
 
+from .modeling_latent_vqvae import LatentVQVAEConfig, LatentVQVAEModel
 from .modeling_vqvae import VQVAEModel
 from .training import publish_directory
 
@@ -100,12 +101,13 @@ def save_code_dataset(
     tmp = output_dir.with_name(f".{output_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     codes.save_to_disk(str(tmp))
-    audio = model.config.modality == "audio"
+    config = model.config
+    audio = getattr(config, "modality", None) == "audio"
     metadata = {
         "tokenizer_fingerprint": tokenizer_fingerprint(model),
-        "modality": model.config.modality,
-        "code_grids": None if audio else model.config.code_grids,
-        "code_strides": model.config.code_strides,
+        "modality": getattr(config, "modality", "codes"),  # "codes": a latent VQ-VAE's, over another's codes
+        "code_grids": None if audio else config.code_grids,
+        "code_strides": getattr(config, "code_strides", None),
         "codebook_size": model.config.codebook_size,
         "num_levels": model.config.num_levels,
         "id2label": {int(k): v for k, v in (id2label or {}).items()},
@@ -144,6 +146,27 @@ class EncodeArguments:
     limit: int | None = field(default=None, metadata={"help": "Encode only the first N images (utterances)."})
     speech_sentences: int | None = field(default=None, metadata={"help": "'speech': sentences of the split (default 200 / 30)."})
     batch_size: int = field(default=256)
+    codes: str | None = field(
+        default=None, metadata={"help": "With a latent VQ-VAE as --tokenizer: the code dataset of the tokenizer below it."}
+    )
+
+
+def encode_latent_codes(latent: LatentVQVAEModel, codes_dir: str | Path, output_dir: str | Path, batch_size: int = 256) -> Path:
+    """The 3-code tuples of a frame tokenizer's code dataset, by a latent VQ-VAE trained on those
+    codes, saved as a code dataset of the latent model (its fingerprint, the frames' labels)."""
+    grid_codes, metadata = load_code_dataset(codes_dir)
+    if latent.config.input_fingerprint and metadata["tokenizer_fingerprint"] != latent.config.input_fingerprint:
+        raise ValueError(
+            f"the codes in {codes_dir} were made by tokenizer {metadata['tokenizer_fingerprint'][:12]}, but the latent "
+            f"model was trained on the codes of {latent.config.input_fingerprint[:12]}: encode with that tokenizer first."
+        )
+    latent.eval()
+    grids = grid_codes.with_format("torch")[:][f"codes_{metadata['num_levels'] - 1}"].long()
+    tuples = torch.cat([latent.encode(grids[start : start + batch_size])[0] for start in range(0, len(grids), batch_size)])
+    columns = {"codes_0": tuples.numpy().astype(np.int32)}
+    if "label" in grid_codes.column_names:
+        columns["label"] = grid_codes["label"]
+    return save_code_dataset(datasets.Dataset.from_dict(columns), latent, output_dir, metadata["id2label"], source=metadata.get("dataset"))
 
 
 def main(argv=None) -> Path:
@@ -157,6 +180,12 @@ def main(argv=None) -> Path:
     )
 
     (args,) = HfArgumentParser(EncodeArguments).parse_args_into_dataclasses(argv)
+    if AutoConfig.from_pretrained(args.tokenizer).model_type == LatentVQVAEConfig.model_type:
+        if args.codes is None:
+            raise ValueError("a latent VQ-VAE encodes codes, not data: pass --codes, the code dataset of the tokenizer below it.")
+        path = encode_latent_codes(LatentVQVAEModel.from_pretrained(args.tokenizer), args.codes, args.output_dir, args.batch_size)
+        print(f"wrote the {LatentVQVAEModel.__name__} codes of {args.codes} to {path}")
+        return path
     model = VQVAEModel.from_pretrained(args.tokenizer)
     config = model.config
     fields = [name for name in ModelArguments.__dataclass_fields__ if hasattr(config, name) and name != "quantizer_options"]

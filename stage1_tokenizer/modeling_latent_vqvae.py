@@ -97,6 +97,10 @@ class LatentVQVAEConfig(PretrainedConfig):
         return 1  # one level of codes (3 of them), like a one-level VQVAEConfig
 
     @property
+    def code_grids(self) -> list[tuple[int, int]]:
+        return [tuple(self.code_grid)]
+
+    @property
     def reduced_grid(self) -> tuple[int, int]:
         """The encoder's feature map after its stride-2 convolutions (3x3 for 21x21 and 3 steps)."""
         h, w = self.input_grid

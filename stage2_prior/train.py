@@ -31,8 +31,9 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from torch.utils.data import Dataset, default_collate
+from transformers import AutoModel
 
-from stage1_tokenizer import VQVAEModel
+from stage1_tokenizer import LatentVQVAEModel, VQVAEModel
 from stage1_tokenizer.encode import load_code_dataset
 from stage1_tokenizer.training import TrainingConfig, parse_recipe_args, train
 from stage1_tokenizer.visualize import plot_spectrograms, save_image_grid, save_wav
@@ -163,7 +164,10 @@ def negative_log_likelihood(model: AutoregressivePrior, dataset, accelerator, ba
 
 def make_evaluate(eval_dataset, tokenizer: VQVAEModel, args: CodeDataArguments, output_dir: Path, level: int):
     c = tokenizer.config
-    if c.modality == "audio":  # one input dimension per sample under the window
+    latent = isinstance(tokenizer, LatentVQVAEModel)
+    if latent:  # a latent VQ-VAE's codes: its input dimensions are the codes below it
+        input_dims = math.prod(c.input_grid)
+    elif c.modality == "audio":  # one input dimension per sample under the window
         input_dims = args.code_length * c.code_strides[level]
     else:
         input_dims = c.in_channels * c.image_size**2
@@ -172,7 +176,8 @@ def make_evaluate(eval_dataset, tokenizer: VQVAEModel, args: CodeDataArguments, 
         prior = accelerator.unwrap_model(model)
         metrics = negative_log_likelihood(prior, eval_dataset, accelerator)
         metrics["code_bits_per_input_dim"] = metrics["nll_nats_per_example"] / (input_dims * math.log(2))
-        if accelerator.is_main_process and args.samples_per_class > 0:
+        # a latent VQ-VAE decodes to codes, not to something to look at: no samples to write
+        if accelerator.is_main_process and args.samples_per_class > 0 and not latent:
             if c.modality == "audio":
                 write_speaker_samples(prior, tokenizer, args, output_dir / "samples" / f"step-{step:07d}")
             else:
@@ -269,9 +274,11 @@ def main(argv=None) -> tuple[AutoregressivePrior, dict]:
     prior_args, data_args, training = parse_recipe_args((PriorArguments, CodeDataArguments, TrainingConfig), argv)
     if data_args.tokenizer is None or data_args.train_codes is None:
         raise ValueError("pass --tokenizer (a tokenizer folder) and --train_codes (its code dataset).")
-    tokenizer = VQVAEModel.from_pretrained(data_args.tokenizer).eval()
+    tokenizer = AutoModel.from_pretrained(data_args.tokenizer).eval()  # a VQVAEModel, or a LatentVQVAEModel
     train_codes, metadata = load_code_dataset(data_args.train_codes, tokenizer)
     has_labels = "label" in train_codes.column_names
+    if data_args.bundle_dir is not None and isinstance(tokenizer, LatentVQVAEModel):
+        raise ValueError("--bundle_dir: bundles hold an image or speech tokenizer; a latent VQ-VAE's prior is used with frames_round_trip's parts.")
     if data_args.bundle_dir is not None and metadata["num_levels"] != 1:
         raise ValueError(
             "--bundle_dir needs a one-level tokenizer; for two levels train both priors, then "
