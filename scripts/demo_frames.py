@@ -4,7 +4,7 @@ to 21x21 codes to 3 codes and back, and new frames sampled per map, on CPU.
     bash scripts/demo.sh frames     # = .venv/bin/python scripts/demo_frames.py [--tokenizer-steps N] ...
 
 1. records ViZDoom frames on first use (6 maps, 6000 + 600 frames at 84x84) and trains the frame
-   tokenizer (recipes/vizdoom.yaml: 84x84x3 -> 21x21 codes, K=512);
+   tokenizer (recipes/vizdoom.yaml: 84x84x3 -> 21x21 codes, K=512; here 64 channels wide);
 2. encodes both splits into 21x21 code datasets;
 3. trains the latent VQ-VAE on them (21x21 codes -> 3 codes, K=512: 27 bits per frame);
 4. encodes those into 3-code datasets and trains a map-conditioned transformer prior on them;
@@ -35,9 +35,9 @@ from stage2_prior import train as prior_cli  # noqa: E402
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=REPO / "outputs" / "demo" / "frames")
-    parser.add_argument("--tokenizer-steps", type=int, default=1000)
-    parser.add_argument("--latent-steps", type=int, default=1000)
-    parser.add_argument("--prior-steps", type=int, default=500)
+    parser.add_argument("--tokenizer-steps", type=int, default=600)
+    parser.add_argument("--latent-steps", type=int, default=600)
+    parser.add_argument("--prior-steps", type=int, default=300)
     parser.add_argument("--samples-per-map", type=int, default=8)
     args = parser.parse_args(argv)
     out = args.output_dir
@@ -46,6 +46,7 @@ def main(argv=None) -> dict:
     tokenizer, tokenizer_metrics = tokenizer_cli.main([
         str(REPO / "recipes" / "vizdoom.yaml"), "--max_steps", str(args.tokenizer_steps), "--eval_every", str(args.tokenizer_steps),
         "--save_every", str(args.tokenizer_steps), "--output_dir", str(out / "tokenizer"),
+        "--hidden_channels", "64",  # CPU-sized (the recipe's 128 is for GPUs)
     ])  # fmt: skip
     print("2/5 encoding the frames into 21x21 codes", flush=True)
     for split in ("train", "test"):
@@ -55,7 +56,8 @@ def main(argv=None) -> dict:
     latent, latent_metrics = latent_cli.main([
         "--tokenizer", str(out / "tokenizer" / "model"), "--train_codes", str(out / "codes-train"),
         "--eval_codes", str(out / "codes-test"), "--max_steps", str(args.latent_steps), "--eval_every", str(args.latent_steps),
-        "--save_every", str(args.latent_steps), "--batch_size", "32", "--learning_rate", "0.001", "--output_dir", str(out / "latent"),
+        "--save_every", str(args.latent_steps), "--batch_size", "32", "--learning_rate", "0.001", "--hidden_channels", "64",
+        "--output_dir", str(out / "latent"),
     ])  # fmt: skip
     print("4/5 training the map-conditioned prior over the 3 codes", flush=True)
     for split in ("train", "test"):
