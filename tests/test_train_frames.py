@@ -111,3 +111,21 @@ def test_a_prior_over_the_three_codes_samples_frames_of_the_asked_map(trained):
     accuracy = (judged == wanted).float().mean().item()
     assert accuracy > 0.5, accuracy  # chance: 1/6
     save_image_grid(list(sampled.view(6, 8, 3, 84, 84)), root / "sampled_frames.png")
+
+
+def test_a_pixelcnn_prior_over_the_21x21_codes(trained):
+    """The other prior of the issue: a map-conditioned PixelCNN over the frame tokenizer's codes,
+    through stage two's CLI as it is; its evaluation decodes one row of new frames per map."""
+    from stage2_prior import train as prior_cli
+
+    root, _, _, _, _ = trained
+    prior, metrics = prior_cli.main([
+        "--prior", "pixelcnn", "--prior_config", '{"hidden_channels": 32, "num_layers": 4, "output_channels": 64}',
+        "--tokenizer", str(root / "tokenizer" / "model"), "--train_codes", str(root / "codes-train"),
+        "--eval_codes", str(root / "codes-test"), "--max_steps", "40", "--eval_every", "40", "--save_every", "40",
+        "--batch_size", "32", "--learning_rate", "0.002", "--samples_per_class", "2", "--sample_classes", "6",
+        "--output_dir", str(root / "grid-prior"),
+    ])  # fmt: skip
+    assert prior.config.code_shape == [21, 21] and prior.config.num_classes == 6
+    assert metrics["nll_nats_per_code"] < math.log(512) - 2, metrics
+    assert (root / "grid-prior" / "samples" / "samples-step-0000040.png").is_file()
