@@ -63,20 +63,13 @@ class _LocalDefault:
         return iter((str(default_bundle(self.task)), None))
 
 
-PIPELINE_REGISTRY.register_pipeline(
-    "vq-image-gen",
-    pipeline_class=VQImageGenerationPipeline,
-    pt_model=VQGenerator,
-    default={"model": _LocalDefault("vq-image-gen")},
-    type="image",
-)
-PIPELINE_REGISTRY.register_pipeline(
-    "vq-speech-gen",
-    pipeline_class=VQSpeechGenerationPipeline,
-    pt_model=VQGenerator,
-    default={"model": _LocalDefault("vq-speech-gen")},
-    type="audio",
-)
+for task, pipeline_class, kind in (
+    ("vq-image-gen", VQImageGenerationPipeline, "image"),
+    ("vq-speech-gen", VQSpeechGenerationPipeline, "audio"),
+):
+    PIPELINE_REGISTRY.register_pipeline(
+        task, pipeline_class=pipeline_class, pt_model=VQGenerator, default={"model": _LocalDefault(task)}, type=kind
+    )
 
 
 def pipeline(task: str = "vq-image-gen", model=None, **kwargs):
