@@ -24,13 +24,14 @@ from stage1_tokenizer.train import compute_loss
 from stage1_tokenizer.training import TrainingConfig, train
 from stage1_tokenizer.visualize import plot_codebook_usage, save_image_grid
 
-# Every kind gets k-means init (the default); "vq + restarts" adds dead-code restarts.
+# Every kind gets k-means init (the default); "+ restarts" adds dead-code restarts.
 VARIANTS = {
     "vq": ("vq", {}),
     "vq + restarts": ("vq", {"dead_code_steps": 100}),
     "vq-ema": ("vq-ema", {}),
     "gmvq": ("gmvq", {}),
     "scq": ("scq", {}),
+    "scq + restarts": ("scq", {"dead_code_steps": 100}),
 }
 
 

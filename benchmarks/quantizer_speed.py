@@ -6,6 +6,8 @@ All candidates run interleaved in one process (round-robin, `--repeats` rounds, 
 candidate), so the machine's noise hits them alike; the table gives ratios, not bare times.
 - floor: one distance matmul, argmin, gather, straight-through; no loss, no codebook update.
 - vector-quantize-pytorch: `VectorQuantize` with EMA (decay 0.99), rotation trick and k-means off.
+- scq's unavoidable work: what any exact SCQ computes besides VQ's step: the rows of P (a second
+  N x D x K matmul, after the nearest codes) and each row's 8 largest entries, forward only.
 Inputs: Gaussian vectors, and the codebook k-means-initialised on them (so every code is in use).
 """
 
@@ -18,6 +20,7 @@ import time
 import torch
 
 from stage1_tokenizer.quantizers import build_quantizer
+from stage1_tokenizer.quantizers.vq import nearest_codes, row_blocks
 
 
 class Floor(torch.nn.Module):
@@ -33,6 +36,22 @@ class Floor(torch.nn.Module):
         return z + (chosen - z).detach(), chosen.sum() * 0  # (quantized, loss)
 
 
+class ScqUnavoidableWork(Floor):
+    """The nearest codes, then P = P_vq + y C^T and its 8 largest entries per row (no gradient)."""
+
+    def forward(self, z):
+        with torch.no_grad():
+            codebook = self.codebook
+            codes = nearest_codes(z, codebook)
+            gram = codebook.t() @ codebook + torch.eye(codebook.shape[1])
+            y = (z - codebook[codes]) @ torch.linalg.inv(gram)
+            for rows in row_blocks(z.shape[0], codebook.shape[0]):
+                dense = y[rows] @ codebook.t()
+                dense.scatter_add_(1, codes[rows, None], torch.ones_like(dense[:, :1]))
+                dense.topk(min(8, codebook.shape[0]), dim=1)
+        return z, z.sum() * 0
+
+
 def make_candidates(args, data):
     candidates = {"floor": Floor(args.codebook_size, args.dim)}
     try:
@@ -46,6 +65,7 @@ def make_candidates(args, data):
         print("vector-quantize-pytorch is not installed (pip install -e '.[dev]'): skipping it")
     for kind in ("vq", "vq-ema", "gmvq", "scq"):
         candidates[kind] = build_quantizer(kind, args.codebook_size, args.dim)
+    candidates["scq's unavoidable work"] = ScqUnavoidableWork(args.codebook_size, args.dim)
     for name, module in candidates.items():
         module.train()
         if name in ("vq", "vq-ema", "gmvq", "scq"):
@@ -54,6 +74,7 @@ def make_candidates(args, data):
     # the floor and the reference start from the same k-means codebook as ours
     with torch.no_grad():
         candidates["floor"].codebook.copy_(codebook)
+        candidates["scq's unavoidable work"].codebook.copy_(codebook)
         if "vector-quantize-pytorch (EMA)" in candidates:
             reference = candidates["vector-quantize-pytorch (EMA)"]._codebook
             reference.embed.copy_(codebook[None])
@@ -67,7 +88,7 @@ def step(name, module, data):
     if name == "vector-quantize-pytorch (EMA)":
         quantized, _, loss = module(z[None])
         quantized = quantized[0]
-    elif name == "floor":
+    elif name in ("floor", "scq's unavoidable work"):
         quantized, loss = module(z)
     else:
         output = module(z)

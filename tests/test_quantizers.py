@@ -150,6 +150,27 @@ def test_scq_gradients_reach_encoder_and_codebook():
     assert q.codebook.grad.abs().sum() > 0
 
 
+def test_scq_straight_through_gives_z_the_identity_gradient_and_the_codebook_the_layers():
+    generator = torch.Generator().manual_seed(4)
+    z = torch.randn(64, 4, generator=generator, dtype=torch.double)
+    upstream = torch.randn(64, 4, generator=generator, dtype=torch.double)
+    gradients = {}
+    for straight_through in (True, False):
+        q = build_quantizer("scq", 8, 4, beta=0.0, straight_through=straight_through).double()
+        q.train()(z)  # k-means init
+        with torch.no_grad():
+            q.codebook.copy_(torch.randn(8, 4, generator=torch.Generator().manual_seed(5), dtype=torch.double))
+        leaf = z.clone().requires_grad_()
+        out = q(leaf)
+        (out.quantized * upstream).sum().backward()
+        gradients[straight_through] = (out.quantized.detach(), leaf.grad, q.codebook.grad)
+    (soft_st, z_grad_st, codebook_grad_st), (soft, z_grad, codebook_grad) = gradients[True], gradients[False]
+    assert torch.equal(soft_st, soft)  # same forward value
+    assert torch.equal(z_grad_st, upstream)  # beta=0: the identity, as VQ's straight-through
+    assert not torch.allclose(z_grad, upstream, atol=1e-3)  # the relaxed layer's own Jacobian
+    assert torch.allclose(codebook_grad_st, codebook_grad, atol=1e-12)  # through the layer, both ways
+
+
 def test_gmvq_loss_finite_gradients_reach_means_and_variances_temperature_anneals():
     q = build_quantizer("gmvq", 16, 4, temperature_start=1.0, temperature_end=0.1, temperature_anneal_steps=10)
     encoder = torch.nn.Linear(3, 4)
@@ -286,8 +307,12 @@ def test_bad_input_errors_name_the_value():
 
 
 def test_scq_sparse_backward_passes_gradcheck():
-    """The hand-written sparse backward equals finite differences of the whole projection."""
-    from stage1_tokenizer.quantizers.scq import SparseSimplexCombination
+    """The hand-written sparse backward equals finite differences of the whole projection, with a
+    support found in rounds of 3 entries (most rows need a second round)."""
+    from stage1_tokenizer.quantizers.scq import (
+        SparseSimplexCombination,
+        simplex_support,
+    )
 
     generator = torch.Generator().manual_seed(3)
     y = (0.3 * torch.randn(6, 4, generator=generator, dtype=torch.double)).requires_grad_()
@@ -295,12 +320,15 @@ def test_scq_sparse_backward_passes_gradcheck():
     vq_codes = torch.randint(10, (6,), generator=generator)
 
     def combination(y, codebook):
-        dense = y @ codebook.t() + F.one_hot(vq_codes, 10).double()  # P
-        values, index = dense.topk(10, dim=1)
-        with torch.no_grad():
-            weights = project_to_simplex(values)
-        return SparseSimplexCombination.apply(y, codebook, index, weights)
+        row_starts, columns, weights, *_ = simplex_support(y.detach(), codebook.detach(), vq_codes, 3)
+        return SparseSimplexCombination.apply(y, codebook, row_starts, columns, weights)
 
+    # the support found equals the dense projection's
+    dense_weights = project_to_simplex(y.detach() @ codebook.detach().t() + F.one_hot(vq_codes, 10).double())
+    row_starts, columns, weights, *_ = simplex_support(y.detach(), codebook.detach(), vq_codes, 3)
+    assert row_starts.diff().max() > 3
+    sparse_weights = torch.sparse_csr_tensor(row_starts, columns, weights, (6, 10), check_invariants=True).to_dense()
+    assert torch.allclose(sparse_weights, dense_weights, atol=1e-12)
     assert torch.autograd.gradcheck(combination, (y, codebook), eps=1e-7, atol=1e-6)
 
 

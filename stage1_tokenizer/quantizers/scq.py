@@ -12,13 +12,15 @@ matrix and P_vq the one-hot nearest-codeword assignment (no gradient):
 
 Why this is fast (../shared/QUANTIZERS.md): the second form factors a D x D matrix instead of
 K x K, and Z - C P_vq is the VQ residual, so P costs one N x D by D x K matmul. The projection's
-support is small, so only each row's `support_size` largest entries are kept (exact whenever the
-support fits, which is checked; rows whose support might not fit get more entries, at last all K).
-`SparseSimplexCombination` then forms C W and its backward pass with sparse products only,
-O(N * support_size * D).
+support is small, so `simplex_support` keeps only each row's largest entries (exact whenever the
+support fits, which is checked; rows whose support might not fit get more entries, at last all K)
+and returns W as a CSR matrix of the support alone. `SparseSimplexCombination` then forms C W and
+its backward pass with sparse products only, O(nnz * D).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -28,42 +30,47 @@ from .base import BaseQuantizer
 from .vq import nearest_codes, row_blocks
 
 
-def _rows_as_csr(index: torch.Tensor, values: torch.Tensor, num_columns: int) -> torch.Tensor:
-    """(n, k) column indices and values -> a sparse CSR (n, num_columns) matrix, k entries a row."""
-    n, k = index.shape
-    row_starts = torch.arange(0, n * k + 1, k, device=index.device)
-    return torch.sparse_csr_tensor(row_starts, index.reshape(-1), values.reshape(-1), (n, num_columns))
+def _csr(row_starts: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(row_starts, columns, values, shape, check_invariants=False)
 
 
 class SparseSimplexCombination(torch.autograd.Function):
-    """out[n] = sum_j W[n, j] c[index[n, j]],  W = Proj_simplex(V) row by row, where
-    V[n, j] = y[n] . c[index[n, j]] + [index[n, j] is row n's VQ code]   (entries of P).
+    """out[n] = sum_j W[n, j] c_j over row n's support, W = Proj_simplex(V) row by row, where
+    V[n, j] = y[n] . c_j + [j is row n's VQ code]   (the entries of P).
 
-    `weights` (W, computed without gradient) comes in; the backward pass differentiates through
-    the projection (sparsemax Jacobian) and V with sparse products only, O(n k D):
-        g_W = (g_out C^T) sampled at the entries,  g_V = s * (g_W - mean of g_W over the support),
-        g_y = G_V C,   g_C = W^T g_out + G_V^T y.
-    Compared with gathering (n, k, D) codewords and letting autograd run, this is 10x faster here.
+    W comes in as a CSR matrix's rows (`row_starts`, `columns`, `weights`: only the support's
+    entries, computed without gradient). The backward pass differentiates through the projection
+    (sparsemax Jacobian) and V with sparse products only, O(nnz * D):
+        g_W = (g_out C^T) sampled at the entries,  g_V = g_W - mean of g_W over the row's support,
+        g_y = G_V C,   g_C = W^T g_out + G_V^T y   (through W's transpose, built once).
     """
 
     @staticmethod
-    def forward(ctx, y, codebook, index, weights):
-        ctx.save_for_backward(y, codebook, index, weights)
-        return _rows_as_csr(index, weights, codebook.shape[0]) @ codebook  # (n, D)
+    def forward(ctx, y, codebook, row_starts, columns, weights):
+        ctx.save_for_backward(y, codebook, row_starts, columns, weights)
+        return _csr(row_starts, columns, weights, (y.shape[0], codebook.shape[0])) @ codebook  # (n, D)
 
     @staticmethod
     def backward(ctx, grad_out):
-        y, codebook, index, weights = ctx.saved_tensors
-        num_codes = codebook.shape[0]
-        weight_matrix = _rows_as_csr(index, weights, num_codes)
-        grad_weights = torch.sparse.sampled_addmm(weight_matrix, grad_out.contiguous(), codebook.t(), beta=0.0)
-        grad_weights = grad_weights.values().view(index.shape)  # (n, k)
-        support = (weights > 0).to(weights.dtype)
-        mean_on_support = (grad_weights * support).sum(1, keepdim=True) / support.sum(1, keepdim=True)
-        grad_values = _rows_as_csr(index, support * (grad_weights - mean_on_support), num_codes)
-        grad_y = grad_values @ codebook
-        grad_codebook = weight_matrix.t() @ grad_out + grad_values.t() @ y
-        return grad_y, grad_codebook, None, None
+        y, codebook, row_starts, columns, weights = ctx.saved_tensors
+        num_rows, num_codes = y.shape[0], codebook.shape[0]
+        weight_matrix = _csr(row_starts, columns, weights, (num_rows, num_codes))
+        grad_weights = torch.sparse.sampled_addmm(weight_matrix, grad_out.contiguous(), codebook.t(), beta=0.0).values()
+        lengths = row_starts.diff()
+        row_of_entry = torch.repeat_interleave(torch.arange(num_rows, device=y.device), lengths)
+        row_sums = torch.zeros(num_rows, dtype=y.dtype, device=y.device).index_add_(0, row_of_entry, grad_weights)
+        grad_values = grad_weights - (row_sums / lengths)[row_of_entry]
+        grad_y = _csr(row_starts, columns, grad_values, (num_rows, num_codes)) @ codebook
+        # W^T and G_V^T share one pattern: sort the entries by codeword once
+        order = torch.argsort(columns, stable=True)
+        column_starts = torch.zeros(num_codes + 1, dtype=row_starts.dtype, device=y.device)
+        column_starts[1:] = torch.bincount(columns, minlength=num_codes).cumsum(0)
+        rows_by_column = row_of_entry[order]
+        grad_codebook = _csr(column_starts, rows_by_column, weights[order], (num_codes, num_rows)) @ grad_out
+        grad_codebook += _csr(column_starts, rows_by_column, grad_values[order], (num_codes, num_rows)) @ y
+        return grad_y, grad_codebook, None, None, None
 
 
 def project_to_simplex(values: torch.Tensor, presorted: bool = False) -> torch.Tensor:
@@ -94,6 +101,7 @@ class SoftConvexQuantizer(BaseQuantizer):
         lam: float = 1.0,
         beta: float = 0.25,
         support_size: int = 8,
+        straight_through: bool = True,
         **health,
     ):
         super().__init__(codebook_size, dim, **health)
@@ -104,65 +112,103 @@ class SoftConvexQuantizer(BaseQuantizer):
         if support_size < 2:
             raise ValueError(f"support_size must be >= 2, got {support_size}.")
         self.lam, self.beta, self.support_size = lam, beta, min(support_size, codebook_size)
+        self.straight_through = straight_through
         self.codebook = nn.Parameter(torch.randn(codebook_size, dim))
 
-    def _quantize(self, flat):
-        codebook = self.codebook.to(flat.dtype)  # (K, D)
+    def _quantize(self, z):
+        codebook = self.codebook.to(z.dtype)  # (K, D)
+        # straight_through: the layer's own gradient reaches the codebook only; z's is the identity
+        flat = z.detach() if self.straight_through else z
         vq_codes = nearest_codes(flat, codebook)  # (N,)
         vq_chosen = codebook.index_select(0, vq_codes)  # (N, D)
         gram = codebook.t() @ codebook + self.lam * torch.eye(self.dim, device=flat.device, dtype=flat.dtype)
         gram_inverse = torch.cholesky_inverse(torch.linalg.cholesky(gram))  # (C C^T + lam I_D)^-1
         # Row per vector: P = P_vq + y C^T with y = (z - e_vq) G^-1.
-        y = (flat - vq_chosen) @ gram_inverse  # (N, D)
-
-        # Project each row's k largest entries of P. The projection is exact when the support
-        # fits: rows whose k-th entry got weight are solved again with 4k entries, then with all K.
-        rows = torch.arange(flat.shape[0], device=flat.device)
-        sizes = dict.fromkeys(min(k, self.codebook_size) for k in (self.support_size, 4 * self.support_size, self.codebook_size))
-        for round_number, k in enumerate(sizes):
-            round_y = y if round_number == 0 else y.index_select(0, rows)
-            round_vq = vq_codes[rows]
-            index, values = self._largest_entries(round_y.detach(), codebook.detach(), round_vq, k)  # (n, k)
-            with torch.no_grad():
-                weights = project_to_simplex(values, presorted=True)  # topk returns them sorted
-            fits = (weights[:, -1] == 0) | (k == self.codebook_size)
-            out = SparseSimplexCombination.apply(round_y, codebook, index, weights)  # C W, (n, D)
-            top_code, top_weight = index[:, 0].clone(), weights[:, 0].clone()  # index is saved for backward
-            vq_weight = (weights * (index == round_vq[:, None])).sum(1)
-            if round_number == 0:
-                convex, best_code, best_weight, weight_of_vq = out, top_code, top_weight, vq_weight
-            else:
-                done, fits_at = rows[fits], fits.nonzero().squeeze(1)
-                convex = convex.index_copy(0, done, out.index_select(0, fits_at))
-                best_code[done], best_weight[done], weight_of_vq[done] = top_code[fits], top_weight[fits], vq_weight[fits]
-            rows = rows[~fits]
-            if rows.numel() == 0:
-                break
+        residual = flat - vq_chosen  # z - e_vq
+        y = residual @ gram_inverse  # (N, D)
+        row_starts, columns, weights, best_code, best_weight, weight_of_vq = simplex_support(
+            y.detach(), codebook.detach(), vq_codes, self.support_size
+        )
+        convex = SparseSimplexCombination.apply(y, codebook, row_starts, columns, weights)  # C W, (N, D)
 
         # Our addition (docs/quantizers.md): an exact line search between the VQ codeword and C W
         # stays in the hull and guarantees ||z - out|| <= ||z - e_vq||, which projecting the
         # relaxed solution alone does not.
         direction = convex - vq_chosen
-        step = ((flat - vq_chosen) * direction).sum(1, keepdim=True)
-        step = (step / (direction * direction).sum(1, keepdim=True).clamp(min=1e-12)).clamp(0.0, 1.0)  # (N, 1)
-        quantized = vq_chosen + step * direction
+        step = torch.linalg.vecdot(residual, direction) / torch.linalg.vecdot(direction, direction).clamp(min=1e-12)
+        step = step.clamp(0.0, 1.0)[:, None]  # (N, 1)
+        quantized = torch.addcmul(vq_chosen, step, direction)
 
         # codes: argmax of the final weights  t W + (1 - t) P_vq, which is W's top entry or the VQ code
         with torch.no_grad():
             t = step.squeeze(1)
             codes = torch.where(t * best_weight > t * weight_of_vq + (1 - t), best_code, vq_codes)
 
-        loss = F.mse_loss(vq_chosen, flat.detach()) + self.beta * F.mse_loss(flat, vq_chosen.detach())
+        if self.straight_through:
+            quantized = quantized + (z - flat)  # adds zero; the gradient to z is the identity
+        loss = F.mse_loss(vq_chosen, z.detach()) + self.beta * F.mse_loss(z, vq_chosen.detach())
         return quantized, codes, loss
 
-    @staticmethod
-    @torch.no_grad()
-    def _largest_entries(y, codebook, vq_codes, k):
-        """The k largest entries of each row of P = P_vq + y C^T (indices, values), in blocks."""
-        index = torch.empty(y.shape[0], k, dtype=torch.long, device=y.device)
-        values = torch.empty(y.shape[0], k, dtype=y.dtype, device=y.device)
-        for block in row_blocks(y.shape[0], codebook.shape[0]):
-            dense = y[block] @ codebook.t()  # (n, K)
-            dense.scatter_add_(1, vq_codes[block, None], torch.ones_like(dense[:, :1]))
-            values[block], index[block] = dense.topk(k, dim=1)
-        return index, values
+
+@torch.no_grad()
+def simplex_support(y, codebook, vq_codes, support_size):
+    """Each row of W = Proj_simplex(P), P = P_vq + y C^T, as a CSR matrix holding only its support.
+
+    P is formed in row blocks that stay in cache, and only each row's largest entries are kept
+    (`topk`, returned sorted, so the projection needs no sort): the VQ entry 1 + y . e_vq and the
+    `support_size` largest others. Projecting a row's largest entries is exact when the last one
+    gets no weight; rows whose last entry does get weight take the next `support_size` entries too
+    (their rows of P formed again), until their support fits.
+    Returns (row_starts, columns, weights), columns ascending within each row, and per row the top
+    codeword, its weight and the VQ codeword's weight.
+    """
+    num_rows, num_codes = y.shape[0], codebook.shape[0]
+    transposed, vq_column = codebook.t(), vq_codes[:, None]
+
+    def largest_entries(rows, k, exclude):
+        """The k largest entries of P's `rows` (all rows if None) outside the columns `exclude`."""
+        count = num_rows if rows is None else rows.numel()
+        values, index = y.new_empty(count, k), vq_codes.new_empty(count, k)
+        for block in row_blocks(count, num_codes):
+            picked = block if rows is None else rows[block]
+            dense = y[picked] @ transposed  # (n, K), P off the VQ column
+            dense.scatter_(1, exclude[block], float("-inf"))
+            torch.topk(dense, k, dim=1, out=(values[block], index[block]))
+        return values, index
+
+    vq_values = 1 + torch.linalg.vecdot(y, codebook.index_select(0, vq_codes))
+    values, index = largest_entries(None, min(support_size, num_codes - 1), vq_column)
+    values, order = torch.cat([vq_values[:, None], values], 1).sort(dim=1, descending=True)
+    index = torch.cat([vq_column, index], 1).gather(1, order)
+    weights = project_to_simplex(values, presorted=True)
+    open_rows = (weights[:, -1] > 0).nonzero().squeeze(1)
+    # (rows, their index, their weights) per round in which rows finished; later rounds win
+    finished = [(torch.arange(num_rows, device=y.device), index, weights)]
+    values, index = values[open_rows], index[open_rows]
+    while open_rows.numel() > 0 and index.shape[1] < num_codes:
+        more_values, more_index = largest_entries(open_rows, min(support_size, num_codes - index.shape[1]), index)
+        values, index = torch.cat([values, more_values], 1), torch.cat([index, more_index], 1)
+        weights = project_to_simplex(values, presorted=True)
+        fits = (weights[:, -1] == 0) | (index.shape[1] == num_codes)
+        finished.append((open_rows[fits], index[fits], weights[fits]))
+        open_rows, values, index = open_rows[~fits], values[~fits], index[~fits]
+
+    lengths, best_code = torch.empty_like(vq_codes), torch.empty_like(vq_codes)
+    best_weight, weight_of_vq = y.new_empty(num_rows), y.new_empty(num_rows)
+    for rows, group_index, group_weights in finished:
+        lengths[rows] = (group_weights > 0).sum(1)
+        best_code[rows], best_weight[rows] = group_index[:, 0], group_weights[:, 0]
+        weight_of_vq[rows] = (group_weights * (group_index == vq_column[rows])).sum(1)
+    row_starts = torch.zeros(num_rows + 1, dtype=torch.long, device=y.device)
+    row_starts[1:] = lengths.cumsum(0)
+    columns = vq_codes.new_empty(int(row_starts[-1]))
+    entries = y.new_empty(columns.shape)
+    for number, (rows, group_index, group_weights) in enumerate(finished):
+        group_index, order = group_index.sort(dim=1)  # CSR wants each row's columns ascending
+        group_weights = group_weights.gather(1, order)
+        in_support = group_weights > 0
+        if number == 0 and len(finished) > 1:  # rows widened later are written by their own round
+            in_support[torch.cat([later_rows for later_rows, _, _ in finished[1:]])] = False
+        positions = (row_starts[rows, None] + in_support.cumsum(1) - 1)[in_support]
+        columns[positions], entries[positions] = group_index[in_support], group_weights[in_support]
+    return row_starts, columns, entries, best_code, best_weight, weight_of_vq
