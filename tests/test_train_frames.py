@@ -129,3 +129,30 @@ def test_a_pixelcnn_prior_over_the_21x21_codes(trained):
     assert prior.config.code_shape == [21, 21] and prior.config.num_classes == 6
     assert metrics["nll_nats_per_code"] < math.log(512) - 2, metrics
     assert (root / "grid-prior" / "samples" / "samples-step-0000040.png").is_file()
+
+
+def test_latent_decoders_benchmark_compares_decoders(trained, tmp_path, capsys):
+    """benchmarks/latent_decoders.py on the trained conv-decoder model and an untrained PixelCNN one."""
+    import copy
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import latent_decoders
+
+    root, tokenizer, _, latent, _ = trained
+    config = copy.deepcopy(latent.config)
+    config.decoder, config.pixelcnn_layers, config.pixelcnn_channels = "pixelcnn", 2, 16
+    torch.manual_seed(0)
+    LatentVQVAEModel(config).save_pretrained(tmp_path / "pixelcnn")
+    rows = latent_decoders.main([
+        "--tokenizer", str(root / "tokenizer" / "model"), "--models", str(root / "latent" / "model"), str(tmp_path / "pixelcnn"),
+        "--frames", "12", "--temperatures", "1.0", "--picture", str(tmp_path / "decoders.png"),
+    ])  # fmt: skip
+    trained_row, untrained_row = rows
+    assert (trained_row["decoder"], untrained_row["decoder"]) == ("conv", "pixelcnn")
+    assert trained_row["nll_nats_per_code"] < untrained_row["nll_nats_per_code"] - 1.0
+    assert trained_row["bits_per_frame"] == pytest.approx(trained_row["nll_nats_per_code"] * 441 / math.log(2))
+    assert trained_row["codes_exact"] > untrained_row["codes_exact"]
+    assert trained_row["mse_from_3_codes"] < untrained_row["mse_from_3_codes"]
+    assert trained_row["mse_from_grid"] == untrained_row["mse_from_grid"] < trained_row["mse_from_3_codes"]
+    assert "| pixelcnn | 1 |" in capsys.readouterr().out and (tmp_path / "decoders.png").stat().st_size > 0
