@@ -6,8 +6,8 @@ All candidates run interleaved in one process (round-robin, `--repeats` rounds, 
 candidate), so the machine's noise hits them alike; the table gives ratios, not bare times.
 - floor: one distance matmul, argmin, gather, straight-through; no loss, no codebook update.
 - vector-quantize-pytorch: `VectorQuantize` with EMA (decay 0.99), rotation trick and k-means off.
-- scq's unavoidable work: what any exact SCQ computes besides VQ's step: the rows of P (a second
-  N x D x K matmul, after the nearest codes) and each row's 8 largest entries, forward only.
+- scq's unavoidable work: the forward work no exact SCQ can skip: the nearest codes, the rows of
+  P (a second N x D x K matmul) and each row's 8 largest entries; no loss, no backward.
 Inputs: Gaussian vectors, and the codebook k-means-initialised on them (so every code is in use).
 """
 
