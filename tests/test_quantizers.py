@@ -171,6 +171,22 @@ def test_scq_straight_through_gives_z_the_identity_gradient_and_the_codebook_the
     assert torch.allclose(codebook_grad_st, codebook_grad, atol=1e-12)  # through the layer, both ways
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_trains_under_bf16_autocast(kind):
+    """`--mixed_precision bf16` runs the encoder under autocast: each quantizer must take it."""
+    q = build_quantizer(kind, 32, 8).train()
+    z = torch.randn(256, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = q(torch.nn.functional.linear(z, torch.eye(8)))  # a bf16 encoder output
+    (out.quantized.float().square().mean() + out.loss).backward()
+    assert out.quantized.dtype == torch.bfloat16 and torch.isfinite(out.loss)
+    assert z.grad.abs().sum() > 0
+    if kind == "scq":  # its layer runs in float32: bf16 input gives the float32 result, rounded
+        q.eval()
+        half = torch.randn(64, 8).bfloat16()
+        assert torch.equal(q(half).quantized, q(half.float()).quantized.bfloat16())
+
+
 def test_gmvq_loss_finite_gradients_reach_means_and_variances_temperature_anneals():
     q = build_quantizer("gmvq", 16, 4, temperature_start=1.0, temperature_end=0.1, temperature_anneal_steps=10)
     encoder = torch.nn.Linear(3, 4)

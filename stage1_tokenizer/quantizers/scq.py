@@ -116,6 +116,14 @@ class SoftConvexQuantizer(BaseQuantizer):
         self.codebook = nn.Parameter(torch.randn(codebook_size, dim))
 
     def _quantize(self, z):
+        # The solve, the projection and the sparse products have no half-precision kernels (and
+        # need the range): run them in at least float32, outside autocast.
+        working = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+        with torch.autocast(z.device.type, enabled=False):
+            quantized, codes, loss = self._soft_convex(working)
+        return quantized.to(z.dtype), codes, loss
+
+    def _soft_convex(self, z):
         codebook = self.codebook.to(z.dtype)  # (K, D)
         # straight_through: the layer's own gradient reaches the codebook only; z's is the identity
         flat = z.detach() if self.straight_through else z
