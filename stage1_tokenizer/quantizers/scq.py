@@ -93,6 +93,13 @@ def project_to_simplex(values: torch.Tensor, presorted: bool = False) -> torch.T
 
 
 class SoftConvexQuantizer(BaseQuantizer):
+    """lam: weight of ||P - P_vq||^2 (larger is closer to VQ). beta: commitment weight.
+    support_size: entries of P kept per row in the first round, besides the VQ one (more rounds
+    follow only where the support does not fit). straight_through: the encoder gets the identity
+    gradient, as from VQ's straight-through estimator (default; the codebook still learns through
+    the layer), instead of the relaxed layer's own, with which the codes collapsed (docs/quantizers.md).
+    """
+
     def __init__(
         self,
         codebook_size: int,
