@@ -28,6 +28,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .checks import check_ids_in_range
 from .networks import ResidualBlock
 from .quantizers import build_quantizer
 
@@ -174,11 +175,10 @@ class LatentVQVAEModel(PreTrainedModel):
         if not torch.is_tensor(codes) or codes.dtype != torch.long or tuple(codes.shape[1:]) != tuple(c.input_grid):
             got = f"{codes.dtype} {tuple(codes.shape)}" if torch.is_tensor(codes) else type(codes).__name__
             raise ValueError(f"expected input codes as a LongTensor (B, {c.input_grid[0]}, {c.input_grid[1]}), got {got}.")
-        if codes.numel() and (codes.min() < 0 or codes.max() >= c.input_codebook_size):
-            raise ValueError(
-                f"input code ids must lie in [0, {c.input_codebook_size - 1}], got [{codes.min().item()}, {codes.max().item()}]: "
-                "were these codes made by a tokenizer with another codebook size?"
-            )
+        check_ids_in_range(
+            codes, c.input_codebook_size, "input code ids",
+            ending=": were these codes made by a tokenizer with another codebook size?",
+        )  # fmt: skip
 
     def _quantize(self, codes: torch.Tensor):
         features = self.encoder(self.code_embedding(codes).permute(0, 3, 1, 2))  # (B, hidden, rh, rw)
@@ -228,8 +228,7 @@ class LatentVQVAEModel(PreTrainedModel):
         c = self.config
         if codes.dtype != torch.long or tuple(codes.shape[1:]) != tuple(c.code_grid):
             raise ValueError(f"codes must be a LongTensor (B, {c.code_grid[0]}, {c.code_grid[1]}), got {codes.dtype} {tuple(codes.shape)}.")
-        if codes.numel() and (codes.min() < 0 or codes.max() >= c.codebook_size):
-            raise ValueError(f"code ids must lie in [0, {c.codebook_size - 1}], got [{codes.min().item()}, {codes.max().item()}].")
+        check_ids_in_range(codes, c.codebook_size, "code ids")
         features = self._features(self.quantizer.codebook[codes])
         if c.decoder == "conv":
             return self.decoder(features).argmax(1)

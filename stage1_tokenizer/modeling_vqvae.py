@@ -28,6 +28,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .audio import mu_law_decode, mu_law_encode, multi_resolution_stft_loss
+from .checks import check_ids_in_range
 from .configuration_vqvae import VQVAEConfig
 from .networks import ConvDecoder, ConvEncoder, conv_classes
 from .quantizers import build_quantizer
@@ -157,11 +158,7 @@ class VQVAEModel(PreTrainedModel):
             speaker = speaker.expand(batch_size)
         if speaker.dtype != torch.long or speaker.shape != (batch_size,):
             raise ValueError(f"speaker must be a LongTensor of {batch_size} ids, got {speaker.dtype} {tuple(speaker.shape)}.")
-        if speaker.min() < 0 or speaker.max() >= len(names):
-            raise ValueError(
-                f"speaker ids must lie in [0, {len(names) - 1}] ({len(names)} speakers), got "
-                f"[{speaker.min().item()}, {speaker.max().item()}]."
-            )
+        check_ids_in_range(speaker, len(names), "speaker ids", detail=f" ({len(names)} speakers)")
         return self.speaker_embedding(speaker)
 
     # -- forward ----------------------------------------------------------------------------------
@@ -266,11 +263,9 @@ class VQVAEModel(PreTrainedModel):
                     f"codes of level {level} (top first) must be a LongTensor {(bottom.shape[0], *shape)}, "
                     f"got {grid.dtype} {tuple(grid.shape)}; levels: {levels_hint}."
                 )
-            if grid.numel() and (grid.min() < 0 or grid.max() >= c.codebook_size):
-                raise ValueError(
-                    f"code ids must lie in [0, {c.codebook_size - 1}], got [{grid.min().item()}, "
-                    f"{grid.max().item()}] at level {level}: were these codes made by another tokenizer?"
-                )
+            check_ids_in_range(
+                grid, c.codebook_size, "code ids", ending=f" at level {level}: were these codes made by another tokenizer?"
+            )
         speaker = self.speaker_vectors(speaker, bottom.shape[0])
         vectors = [quantizer.codebook[grid] for quantizer, grid in zip(self.quantizers, codes)]  # (B, *grid, D)
         latents = self._decoder_input(vectors)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from stage1_tokenizer.checks import check_ids_in_range
 from stage1_tokenizer.wavenet import sample_from_logits
 
 
@@ -137,11 +138,7 @@ class AutoregressivePrior(PreTrainedModel):
             condition = condition.expand(batch_size)
         if condition.dtype != torch.long or condition.shape != (batch_size,):
             raise ValueError(f"condition must be a LongTensor of {batch_size} class ids, got {condition.dtype} {tuple(condition.shape)}.")
-        if condition.min() < 0 or condition.max() >= c.num_classes:
-            raise ValueError(
-                f"condition ids must lie in [0, {c.num_classes - 1}] (num_classes={c.num_classes}), "
-                f"got [{condition.min().item()}, {condition.max().item()}]."
-            )
+        check_ids_in_range(condition, c.num_classes, "condition ids", detail=f" (num_classes={c.num_classes})")
         if self.training and c.condition_dropout > 0:
             dropped = torch.rand(batch_size, device=device) < c.condition_dropout
             condition = condition.masked_fill(dropped, self.null_condition)
@@ -160,10 +157,7 @@ class AutoregressivePrior(PreTrainedModel):
                 f"this prior models a lower level and needs context= the codes of the level above, a LongTensor "
                 f"{expected}; got {got}."
             )
-        if context.min() < 0 or context.max() >= c.context_codebook_size:
-            raise ValueError(
-                f"context ids must lie in [0, {c.context_codebook_size - 1}], got [{context.min().item()}, {context.max().item()}]."
-            )
+        check_ids_in_range(context, c.context_codebook_size, "context ids")
         return context.to(self.device)
 
     def check_codes(self, codes) -> None:
@@ -180,11 +174,9 @@ class AutoregressivePrior(PreTrainedModel):
         if not ok:
             got = f"{codes.dtype} {tuple(codes.shape)}" if torch.is_tensor(codes) else type(codes).__name__
             raise ValueError(f"codes must be a LongTensor (B, {', '.join(map(str, shape))}), got {got}.")
-        if codes.numel() and (codes.min() < 0 or codes.max() >= c.codebook_size):
-            raise ValueError(
-                f"code ids must lie in [0, {c.codebook_size - 1}], got [{codes.min().item()}, {codes.max().item()}]: "
-                "were these codes made by a tokenizer with another codebook size?"
-            )
+        check_ids_in_range(
+            codes, c.codebook_size, "code ids", ending=": were these codes made by a tokenizer with another codebook size?"
+        )
 
     def prepare_inputs(self, codes, condition, context):
         """The checks of forward: returns (condition ids or None, context or None)."""
