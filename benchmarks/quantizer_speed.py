@@ -6,8 +6,7 @@ All candidates run interleaved in one process (round-robin, `--repeats` rounds, 
 candidate), so the machine's noise hits them alike; the table gives ratios, not bare times.
 - floor: one distance matmul, argmin, gather, straight-through; no loss, no codebook update.
 - vector-quantize-pytorch: `VectorQuantize` with EMA (decay 0.99), rotation trick and k-means off.
-- scq's unavoidable work: the forward work no exact SCQ can skip: the nearest codes, the rows of
-  P (a second N x D x K matmul) and each row's 8 largest entries; no loss, no backward.
+- scq, portable torch path: scq with `cpu_kernels=False`, the torch ops it runs on other devices.
 Inputs: Gaussian vectors, and the codebook k-means-initialised on them (so every code is in use).
 """
 
@@ -20,7 +19,6 @@ import time
 import torch
 
 from stage1_tokenizer.quantizers import build_quantizer
-from stage1_tokenizer.quantizers.vq import nearest_codes, row_blocks
 
 
 class Floor(torch.nn.Module):
@@ -36,20 +34,7 @@ class Floor(torch.nn.Module):
         return z + (chosen - z).detach(), chosen.sum() * 0  # (quantized, loss)
 
 
-class ScqUnavoidableWork(Floor):
-    """The nearest codes, then P = P_vq + y C^T and its 8 largest entries per row (no gradient)."""
-
-    def forward(self, z):
-        with torch.no_grad():
-            codebook = self.codebook
-            codes = nearest_codes(z, codebook)
-            gram = codebook.t() @ codebook + torch.eye(codebook.shape[1])
-            y = (z - codebook[codes]) @ torch.linalg.inv(gram)
-            for rows in row_blocks(z.shape[0], codebook.shape[0]):
-                dense = y[rows] @ codebook.t()
-                dense.scatter_add_(1, codes[rows, None], torch.ones_like(dense[:, :1]))
-                dense.topk(min(8, codebook.shape[0]), dim=1)
-        return z, z.sum() * 0
+SCQ_TORCH = "scq, portable torch path"  # what scq runs on other devices; on CPU it runs numba kernels
 
 
 def make_candidates(args, data):
@@ -63,18 +48,17 @@ def make_candidates(args, data):
         )  # fmt: skip
     except ImportError:
         print("vector-quantize-pytorch is not installed (pip install -e '.[dev]'): skipping it")
-    for kind in ("vq", "vq-ema", "gmvq", "scq"):
-        candidates[kind] = build_quantizer(kind, args.codebook_size, args.dim)
-    candidates["scq's unavoidable work"] = ScqUnavoidableWork(args.codebook_size, args.dim)
+    ours = {kind: build_quantizer(kind, args.codebook_size, args.dim) for kind in ("vq", "vq-ema", "gmvq", "scq")}
+    ours[SCQ_TORCH] = build_quantizer("scq", args.codebook_size, args.dim, cpu_kernels=False)
+    candidates.update(ours)
     for name, module in candidates.items():
         module.train()
-        if name in ("vq", "vq-ema", "gmvq", "scq"):
+        if name in ours:
             module(data)  # k-means init on the benchmark data
             codebook = module.codebook.detach()
     # the floor and the reference start from the same k-means codebook as ours
     with torch.no_grad():
         candidates["floor"].codebook.copy_(codebook)
-        candidates["scq's unavoidable work"].codebook.copy_(codebook)
         if "vector-quantize-pytorch (EMA)" in candidates:
             reference = candidates["vector-quantize-pytorch (EMA)"]._codebook
             reference.embed.copy_(codebook[None])
@@ -88,7 +72,7 @@ def step(name, module, data):
     if name == "vector-quantize-pytorch (EMA)":
         quantized, _, loss = module(z[None])
         quantized = quantized[0]
-    elif name in ("floor", "scq's unavoidable work"):
+    elif name == "floor":
         quantized, loss = module(z)
     else:
         output = module(z)

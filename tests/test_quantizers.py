@@ -98,8 +98,9 @@ def scq_weights_reference(z, codebook, lam):
     return project_to_simplex(relaxed), codes
 
 
-def test_scq_output_is_convex_and_closer_than_vq():
-    q = build_quantizer("scq", 32, 6, kmeans_init=False, lam=0.5).double().eval()
+@pytest.mark.parametrize("cpu_kernels", [True, False])
+def test_scq_output_is_convex_and_closer_than_vq(cpu_kernels):
+    q = build_quantizer("scq", 32, 6, kmeans_init=False, lam=0.5, cpu_kernels=cpu_kernels).double().eval()
     z = torch.randn(400, 6, dtype=torch.double)
     out = q(z)
     codebook = q.codebook.detach()
@@ -122,8 +123,8 @@ def test_scq_output_is_convex_and_closer_than_vq():
 def test_scq_support_escalation_is_exact():
     """support_size=2 forces most rows through the larger rounds; the result must not change."""
     z = torch.randn(300, 5, dtype=torch.double)
-    small = build_quantizer("scq", 24, 5, kmeans_init=False, support_size=2).double().eval()
-    large = build_quantizer("scq", 24, 5, kmeans_init=False, support_size=24).double().eval()
+    small = build_quantizer("scq", 24, 5, kmeans_init=False, support_size=2, cpu_kernels=False).double().eval()
+    large = build_quantizer("scq", 24, 5, kmeans_init=False, support_size=24, cpu_kernels=False).double().eval()
     large.load_state_dict(small.state_dict())
     assert torch.allclose(small(z).quantized, large(z).quantized, atol=1e-12)
 
@@ -150,13 +151,15 @@ def test_scq_gradients_reach_encoder_and_codebook():
     assert q.codebook.grad.abs().sum() > 0
 
 
-def test_scq_straight_through_gives_z_the_identity_gradient_and_the_codebook_the_layers():
+@pytest.mark.parametrize("cpu_kernels", [True, False])
+def test_scq_straight_through_gives_z_the_identity_gradient_and_the_codebook_the_layers(cpu_kernels):
     generator = torch.Generator().manual_seed(4)
     z = torch.randn(64, 4, generator=generator, dtype=torch.double)
     upstream = torch.randn(64, 4, generator=generator, dtype=torch.double)
     gradients = {}
     for straight_through in (True, False):
-        q = build_quantizer("scq", 8, 4, beta=0.0, straight_through=straight_through).double()
+        q = build_quantizer("scq", 8, 4, beta=0.0, straight_through=straight_through, cpu_kernels=cpu_kernels)
+        q.double()
         q.train()(z)  # k-means init
         with torch.no_grad():
             q.codebook.copy_(torch.randn(8, 4, generator=torch.Generator().manual_seed(5), dtype=torch.double))
@@ -346,6 +349,88 @@ def test_scq_sparse_backward_passes_gradcheck():
     sparse_weights = torch.sparse_csr_tensor(row_starts, columns, weights, (6, 10), check_invariants=True).to_dense()
     assert torch.allclose(sparse_weights, dense_weights, atol=1e-12)
     assert torch.autograd.gradcheck(combination, (y, codebook), eps=1e-7, atol=1e-6)
+
+
+def scq_step(q, z, upstream):
+    leaf = z.clone().requires_grad_()
+    out = q(leaf)
+    q.codebook.grad = None
+    ((out.quantized * upstream).sum() + out.loss).backward()
+    return out.quantized.detach(), out.codes, out.loss.detach(), leaf.grad, q.codebook.grad
+
+
+@pytest.mark.parametrize(
+    "codebook_size, dim, lam, straight_through",
+    [(64, 6, 1.0, True), (64, 6, 1.0, False), (24, 5, 0.5, False), (37, 4, 0.02, False), (512, 16, 1.0, True)],
+)
+def test_scq_cpu_kernels_equal_the_portable_layer(codebook_size, dim, lam, straight_through):
+    """Value, codes, loss and both gradients of the numba layer equal the torch one's, for K with
+    32, 8 and 1 column groups and both gradients to z; supports reach 9 to 18 entries here, so the
+    portable path needs its later rounds too."""
+    generator = torch.Generator().manual_seed(codebook_size)
+    z = torch.randn(600, dim, generator=generator, dtype=torch.double)
+    upstream = torch.randn(600, dim, generator=generator, dtype=torch.double)
+    results = []
+    for cpu_kernels in (True, False):
+        q = build_quantizer(
+            "scq", codebook_size, dim, kmeans_init=False, lam=lam, straight_through=straight_through, cpu_kernels=cpu_kernels
+        ).double()
+        with torch.no_grad():
+            q.codebook.copy_(0.8 * torch.randn(codebook_size, dim, generator=torch.Generator().manual_seed(1)))
+        results.append(scq_step(q, z, upstream))
+    for kernel_result, torch_result in zip(*results):
+        assert torch.allclose(kernel_result, torch_result, rtol=1e-9, atol=1e-12)
+
+
+def test_scq_takes_an_empty_batch():
+    for cpu_kernels in (True, False):
+        out = build_quantizer("scq", 16, 4, kmeans_init=False, cpu_kernels=cpu_kernels)(torch.randn(0, 4))
+        assert out.quantized.shape == (0, 4) and out.codes.shape == (0,)
+
+
+def test_scq_cpu_support_wider_than_its_storage_is_rerun(monkeypatch):
+    from stage1_tokenizer.quantizers import scq_cpu
+
+    generator = torch.Generator().manual_seed(7)
+    residual, codebook = torch.randn(300, 4, generator=generator), torch.randn(48, 4, generator=generator)
+    vq_codes = torch.randint(48, (300,), generator=generator)
+    reference = scq_cpu.simplex_support_rows(residual, 0.3 * codebook, vq_codes)
+    monkeypatch.setattr(scq_cpu, "SUPPORT_CAPACITY", 2)
+    columns, weights, lengths = scq_cpu.simplex_support_rows(residual, 0.3 * codebook, vq_codes)
+    assert lengths.max() > 2 and columns.shape[1] == lengths.max()
+    assert torch.equal(lengths, reference[2])
+    stored = torch.arange(int(lengths.max())) < lengths[:, None]  # the slots rows use
+    assert torch.equal(columns[stored], reference[0][:, : stored.shape[1]][stored])
+    assert torch.equal(weights[stored], reference[1][:, : stored.shape[1]][stored])
+
+
+def test_scq_cpu_layer_passes_gradcheck():
+    """The hand-written backward of the numba layer (line search, sparsemax, C W, y = r G^-1 and
+    G's dependence on C) equals finite differences."""
+    from stage1_tokenizer.quantizers.scq_cpu import CpuSoftConvexLayer
+
+    generator = torch.Generator().manual_seed(11)
+    flat = torch.randn(12, 4, generator=generator, dtype=torch.double).requires_grad_()
+    codebook = torch.randn(16, 4, generator=generator, dtype=torch.double).requires_grad_()
+    vq_codes = ((flat[:, None] - codebook[None]).square().sum(-1)).argmin(1)
+    assert torch.autograd.gradcheck(
+        lambda flat, codebook: CpuSoftConvexLayer.apply(flat, codebook, vq_codes, 0.3)[0], (flat, codebook), eps=1e-7, atol=1e-6
+    )
+
+
+def test_scq_cpu_kernels_follow_torchs_thread_count():
+    q = build_quantizer("scq", 64, 8, kmeans_init=False).double().eval()
+    z = torch.randn(2000, 8, dtype=torch.double)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = q(z).quantized
+        import numba
+
+        assert numba.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.allclose(q(z).quantized, single, atol=1e-12)
 
 
 def test_simplex_projection_presorted_matches_sorting():
