@@ -120,7 +120,7 @@ def _combine_forward(
             for d in range(dim):
                 squared += direction[i, d] * direction[i, d]
             dots[i, 0], dots[i, 1] = along, squared
-            step = real(min(max(along / max(squared, DENOMINATOR_FLOOR), 0.0), 1.0))
+            step = min(max(along / max(squared, real(DENOMINATOR_FLOOR)), real(0)), real(1))
             for d in range(dim):
                 quantized[i, d] = codebook[vq, d] + step * direction[i, d]
             best, best_weight = vq, 1 - step
