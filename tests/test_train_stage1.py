@@ -122,14 +122,15 @@ def test_bad_flags_fail_before_any_work(tmp_path):
     assert not (tmp_path / "bad" / "checkpoints").exists()
 
 
-def test_two_cpu_processes_end_with_identical_weights(tmp_path):
+@pytest.mark.parametrize("quantizer", ["vq-ema", "scq"])  # scq: its numba kernels in each rank
+def test_two_cpu_processes_end_with_identical_weights(tmp_path, quantizer):
     out = tmp_path / "ddp"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533"]  # fmt: skip
     result = subprocess.run(
-        [*launcher, str(REPO / "tests" / "two_rank_train.py"), *TINY, "--max_steps", "20", "--eval_every", "20",
-         "--save_every", "20", "--output_dir", str(out)],
+        [*launcher, str(REPO / "tests" / "two_rank_train.py"), *TINY, "--quantizer", quantizer, "--max_steps", "20",
+         "--eval_every", "20", "--save_every", "20", "--output_dir", str(out)],
         capture_output=True, cwd=REPO, env=env, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()[-3000:]
@@ -137,8 +138,9 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path):
     assert rank0.keys() == rank1.keys()
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
-    # EMA codebooks moved (statistics summed over both ranks' batches) and match the saved model
+    # the codebooks (EMA: statistics summed over both ranks' batches) match the saved model
     saved = weights(out)
+    assert json.loads((out / "model" / "config.json").read_text())["quantizer"] == quantizer
     assert torch.equal(saved["quantizer.codebook"], rank0["quantizer.codebook"])
     assert json.loads((out / "checkpoints" / "step-0000020" / "trainer_state.json").read_text())["step"] == 20
 
