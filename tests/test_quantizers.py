@@ -413,9 +413,12 @@ def test_scq_cpu_layer_passes_gradcheck():
     flat = torch.randn(12, 4, generator=generator, dtype=torch.double).requires_grad_()
     codebook = torch.randn(16, 4, generator=generator, dtype=torch.double).requires_grad_()
     vq_codes = ((flat[:, None] - codebook[None]).square().sum(-1)).argmin(1)
-    assert torch.autograd.gradcheck(
-        lambda flat, codebook: CpuSoftConvexLayer.apply(flat, codebook, vq_codes, 0.3)[0], (flat, codebook), eps=1e-7, atol=1e-6
-    )
+
+    def layer(flat, codebook):
+        gram_inverse = torch.linalg.inv(codebook.t() @ codebook + 0.3 * torch.eye(4, dtype=torch.double))
+        return CpuSoftConvexLayer.apply(flat, codebook, vq_codes, codebook[vq_codes], gram_inverse)[0]
+
+    assert torch.autograd.gradcheck(layer, (flat, codebook), eps=1e-7, atol=1e-6)
 
 
 def test_scq_cpu_kernels_follow_torchs_thread_count():

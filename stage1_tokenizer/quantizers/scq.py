@@ -144,22 +144,23 @@ class SoftConvexQuantizer(BaseQuantizer):
         # straight_through: the layer's own gradient reaches the codebook only; z's is the identity
         flat = z.detach() if self.straight_through else z
         vq_codes = nearest_codes(flat, codebook)  # (N,)
+        vq_chosen = codebook.index_select(0, vq_codes)  # (N, D)
+        gram = codebook.t() @ codebook + self.lam * torch.eye(self.dim, device=z.device, dtype=z.dtype)
+        gram_inverse = torch.cholesky_inverse(torch.linalg.cholesky(gram))  # (C C^T + lam I_D)^-1
+        layer_inputs = (flat, codebook, vq_codes, vq_chosen, gram_inverse)
         if self.cpu_kernels and flat.device.type == "cpu":  # the same function, in numba kernels
-            quantized, codes = CpuSoftConvexLayer.apply(flat, codebook, vq_codes, self.lam)
+            quantized, codes = CpuSoftConvexLayer.apply(*layer_inputs)
         else:
-            quantized, codes = soft_convex_layer(flat, codebook, vq_codes, self.lam, self.support_size)
+            quantized, codes = soft_convex_layer(*layer_inputs, self.support_size)
         if self.straight_through:
             quantized = quantized + (z - flat)  # adds zero; the gradient to z is the identity
-        vq_chosen = codebook.index_select(0, vq_codes)
         loss = F.mse_loss(vq_chosen, z.detach()) + self.beta * F.mse_loss(z, vq_chosen.detach())
         return quantized, codes, loss
 
 
-def soft_convex_layer(flat, codebook, vq_codes, lam, support_size):
-    """(quantized, codes): SCQ's layer in portable torch ops (any device), given the VQ codes."""
-    vq_chosen = codebook.index_select(0, vq_codes)  # (N, D)
-    gram = codebook.t() @ codebook + lam * torch.eye(codebook.shape[1], device=flat.device, dtype=flat.dtype)
-    gram_inverse = torch.cholesky_inverse(torch.linalg.cholesky(gram))  # (C C^T + lam I_D)^-1
+def soft_convex_layer(flat, codebook, vq_codes, vq_chosen, gram_inverse, support_size):
+    """(quantized, codes): SCQ's layer in portable torch ops (any device), given the VQ codes,
+    their codewords and G^-1 = (C C^T + lam I_D)^-1."""
     # Row per vector: P = P_vq + y C^T with y = (z - e_vq) G^-1.
     residual = flat - vq_chosen  # z - e_vq
     y = residual @ gram_inverse  # (N, D)

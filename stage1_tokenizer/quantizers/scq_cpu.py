@@ -221,16 +221,17 @@ def simplex_support_rows(residual: torch.Tensor, transformed: torch.Tensor, vq_c
 
 
 class CpuSoftConvexLayer(torch.autograd.Function):
-    """(quantized, codes) = SCQ's layer for `flat` (N, D) and `codebook` (K, D), given the VQ codes;
-    the same function as scq.py's portable path, for CPU tensors."""
+    """(quantized, codes) = SCQ's layer for `flat` (N, D) and `codebook` (K, D), given the VQ codes,
+    their codewords and G^-1 = (C C^T + lam I_D)^-1; the same function as scq.py's portable path,
+    for CPU tensors. The last two come in for their values: the codebook's gradient returned here
+    already includes the paths through them."""
 
     @staticmethod
-    def forward(ctx, flat, codebook, vq_codes, lam):
+    def forward(ctx, flat, codebook, vq_codes, vq_chosen, gram_inverse):
         flat, codebook = flat.detach().contiguous(), codebook.detach().contiguous()
-        eye = torch.eye(codebook.shape[1], dtype=flat.dtype)
-        gram_inverse = torch.cholesky_inverse(torch.linalg.cholesky(codebook.t() @ codebook + lam * eye))
+        gram_inverse = gram_inverse.detach()
         transformed = codebook @ gram_inverse  # B = C G^-1, (K, D)
-        residual = flat - codebook.index_select(0, vq_codes)  # r = z - e_vq
+        residual = flat - vq_chosen.detach()  # r = z - e_vq
         columns, weights, lengths = simplex_support_rows(residual, transformed, vq_codes)
         quantized, direction = torch.empty_like(flat), torch.empty_like(flat)
         dots, codes = flat.new_empty(flat.shape[0], 2), torch.empty_like(vq_codes)
@@ -260,4 +261,4 @@ class CpuSoftConvexLayer(torch.autograd.Function):
         # G = C^T C + lam I: g_G = -G^-1 g_(G^-1) G^-1, g_C += C (g_G + g_G^T)
         grad_gram = -gram_inverse @ (through_y.t() @ codebook) @ gram_inverse
         grad_codebook = direct.sum(0).addmm_(through_y, gram_inverse).addmm_(codebook, grad_gram + grad_gram.t())
-        return grad_residual if ctx.needs_input_grad[0] else None, grad_codebook, None, None
+        return grad_residual if ctx.needs_input_grad[0] else None, grad_codebook, None, None, None
