@@ -38,18 +38,35 @@ def _accepted_options(cls: type[BaseQuantizer]) -> set[str]:
     return names
 
 
-def build_quantizer(kind: str, codebook_size: int, dim: int, **options) -> BaseQuantizer:
-    """Build a quantizer by name; unknown kinds and options are refused with the valid ones listed."""
+def check_quantizer_options(kind: str, options: dict, codebook_size: int | None = None, dim: int | None = None) -> None:
+    """Refuses an unknown kind (ValueError) or option name (TypeError), naming the valid ones; with
+    the sizes, also option values the quantizer refuses (a configuration fails when it is made,
+    not when the model is built)."""
     if kind not in QUANTIZERS:
         raise ValueError(f"Unknown quantizer kind {kind!r}; choose one of {', '.join(map(repr, QUANTIZERS))}.")
-    cls = QUANTIZERS[kind]
-    unknown = sorted(set(options) - _accepted_options(cls))
+    accepted = _accepted_options(QUANTIZERS[kind])
+    unknown = sorted(set(options) - accepted)
     if unknown:
-        raise TypeError(
-            f"Quantizer {kind!r} does not take option(s) {', '.join(unknown)}; it takes "
-            f"{', '.join(sorted(_accepted_options(cls)))}."
-        )
-    return cls(codebook_size, dim, **options)
+        import difflib
+
+        hints = [f"{name!r} (did you mean {match[0]!r}?)" if (match := difflib.get_close_matches(name, accepted, n=1)) else repr(name) for name in unknown]
+        raise TypeError(f"Quantizer {kind!r} does not take option(s) {', '.join(hints)}; it takes {', '.join(sorted(accepted))}.")
+    if codebook_size is not None and dim is not None:
+        QUANTIZERS[kind](codebook_size, dim, **options)  # its own checks of the values
+
+
+def options_for_run(kind: str, options: dict, max_steps: int) -> dict:
+    """The options a training run of `max_steps` gives a quantizer: GM-VQ anneals its Gumbel
+    temperature over the run, unless the options set `temperature_anneal_steps`."""
+    if kind == "gmvq":
+        return {"temperature_anneal_steps": max_steps, **options}
+    return dict(options)
+
+
+def build_quantizer(kind: str, codebook_size: int, dim: int, **options) -> BaseQuantizer:
+    """Build a quantizer by name; unknown kinds and options are refused with the valid ones listed."""
+    check_quantizer_options(kind, options)
+    return QUANTIZERS[kind](codebook_size, dim, **options)
 
 
 __all__ = [
@@ -62,5 +79,7 @@ __all__ = [
     "SoftConvexQuantizer",
     "VectorQuantizer",
     "build_quantizer",
+    "check_quantizer_options",
+    "options_for_run",
     "kmeans",
 ]

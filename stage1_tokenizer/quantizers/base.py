@@ -100,11 +100,13 @@ class CodebookUsage:
     >>> for batch in loader: usage.update(model(batch).codes)
     >>> usage.fraction_used(), usage.perplexity()   # or usage.summarize(): both, one reduction
 
-    Under torch.distributed, call these on every rank: counts are summed over ranks.
+    Under torch.distributed, call these on every rank: counts are summed over ranks, unless
+    `sum_over_processes=False` (every rank already counted every code, e.g. gathered ones).
     """
 
-    def __init__(self, codebook_size: int):
+    def __init__(self, codebook_size: int, sum_over_processes: bool = True):
         self.counts = torch.zeros(codebook_size, dtype=torch.long)
+        self.sum_over_processes = sum_over_processes
 
     def update(self, codes: torch.Tensor) -> None:
         codes = codes.detach().reshape(-1).cpu()
@@ -119,7 +121,7 @@ class CodebookUsage:
     def global_counts(self) -> torch.Tensor:
         """Code counts summed over processes (call on every rank)."""
         counts = self.counts.clone()
-        if is_distributed():
+        if self.sum_over_processes and is_distributed():
             # nccl reduces CUDA tensors only; gloo reduces CPU tensors
             device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
             counts = counts.to(device)
@@ -160,7 +162,7 @@ class BaseQuantizer(nn.Module):
             raise ValueError(f"codebook_size must be an integer >= 2, got {codebook_size!r}.")
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}.")
-        if dead_code_steps is not None and dead_code_steps < 1:
+        if dead_code_steps is not None and (isinstance(dead_code_steps, bool) or not isinstance(dead_code_steps, int) or dead_code_steps < 1):
             raise ValueError(
                 f"dead_code_steps must be a positive number of steps or None (off), got {dead_code_steps!r}."
             )
@@ -170,6 +172,8 @@ class BaseQuantizer(nn.Module):
         self.kmeans_iters = kmeans_iters
         self.dead_code_steps = dead_code_steps
         self.check_finite = check_finite
+        if isinstance(kmeans_iters, bool) or not isinstance(kmeans_iters, int) or kmeans_iters < 0:
+            raise ValueError(f"kmeans_iters must be an integer >= 0, got {kmeans_iters!r}.")
         # Persistent so that a resumed run neither re-initialises nor forgets which codes are idle.
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("steps_unused", torch.zeros(codebook_size, dtype=torch.long))

@@ -1,16 +1,24 @@
 """SCQ: soft convex quantization (Gautam et al. 2023, arXiv 2310.03004), scalable relaxation.
 
-The output is a convex combination of codewords, C P, close to z. With C the codebook as a D x K
-matrix and P_vq the one-hot nearest-codeword assignment (no gradient):
+The output is a convex combination of codewords close to z. With C the codebook as a D x K
+matrix, z an encoder output (a column of Z), P_vq the one-hot nearest-codeword assignment (no
+gradient) and e_vq = C P_vq its codeword:
 
     P   = argmin_P ||Z - C P||^2 + lam ||P - P_vq||^2 = (C^T C + lam I_K)^-1 (C^T Z + lam P_vq)
         = P_vq + C^T (C C^T + lam I_D)^-1 (Z - C P_vq)          (push-through identity)
     W   = Proj_simplex(P)       per column: max(P - tau, 0) with the weights summing to one
-    t   = clamp(<z - e_vq, C W - e_vq> / ||C W - e_vq||^2, 0, 1)      (our line search)
+  line_search=False, the paper's output:
+    out = C W,   codes = argmax of W (= argmax of P: the projection keeps the order)
+  line_search=True (ours; the default):
+    t   = clamp(<z - e_vq, C W - e_vq> / ||C W - e_vq||^2, 0, 1)
     out = e_vq + t (C W - e_vq),   codes = argmax of t W + (1 - t) P_vq
+  every variant:
     loss = ||sg[z] - e_vq||^2 + beta ||z - sg[e_vq]||^2                 (VQ's terms)
+    straight_through=True (the default): quantized = out + (z - sg[z]), z gets VQ's identity
+      gradient; straight_through=False: quantized = out, z gets the layer's own gradient.
+    normalize=True (our reading of public ports): z and the codewords are L2-normalised first.
 
-Why this is fast (../shared/QUANTIZERS.md): the second form factors a D x D matrix instead of
+Why this is fast (docs/quantizers.md): the second form factors a D x D matrix instead of
 K x K, and Z - C P_vq is the VQ residual, so P costs one N x D by D x K matmul. The projection's
 support is small (about 7 of 512 entries), and only the support is ever stored or multiplied.
 Two implementations compute the same layer (tests check that they agree):
@@ -24,11 +32,14 @@ Two implementations compute the same layer (tests check that they agree):
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .base import BaseQuantizer
 from .scq_cpu import CpuSoftConvexLayer
@@ -97,15 +108,52 @@ def project_to_simplex(values: torch.Tensor, presorted: bool = False) -> torch.T
     return (values - threshold).clamp(min=0) * in_support
 
 
+class UnitRows(nn.Module):
+    """Parametrization for `normalize=True`: `codebook` reads as the stored rows scaled to unit
+    length, so the codewords the layer uses are the ones `codebook[codes]` decodes to."""
+
+    def forward(self, stored: torch.Tensor) -> torch.Tensor:
+        return F.normalize(stored, dim=-1)
+
+
+def _is_real(value) -> bool:
+    """A real number (bools excluded), which the range checks can compare."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_flag(name: str, value, meaning: str) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}; {meaning}")
+
+
 class SoftConvexQuantizer(BaseQuantizer):
-    """lam: weight of ||P - P_vq||^2 (larger is closer to VQ). beta: commitment weight.
-    straight_through: the encoder gets the identity gradient, as from VQ's straight-through
-    estimator (default; the codebook still learns through the layer), instead of the relaxed
-    layer's own, with which the codes collapsed (docs/quantizers.md).
+    """Soft convex quantization; the formulas of each variant are in this module's docstring.
+
+    Variants (the default is ours; which one to use is open, to be decided on validation data):
+    - "scq, ST encoder gradient (ours)": line_search=True, straight_through=True (the defaults).
+    - "scq (paper)": line_search=False, straight_through=False: the output is C W, the projected
+      relaxed solution, and z gets the gradient through that optimisation layer.
+    - "scq (paper), normalised": the paper's layer with normalize=True, as public ports run it;
+      sweep lam with it (unit codewords change the scale of C C^T against lam I).
+
+    Options:
+    lam: weight of ||P - P_vq||^2, > 0 (larger is closer to VQ; public ports use 0.1 or 1).
+    beta: commitment weight, >= 0.
+    line_search: True (ours): the output is the point between e_vq and C W nearest to z, never
+        farther from z than e_vq. False: the output is C W, as in the paper.
+    straight_through: True: the encoder gets VQ's straight-through (identity) gradient; the
+        codebook still learns through the layer. This is an estimator of our choosing, not the
+        layer's Jacobian: the exact SCQ layer would be the identity only for z inside the
+        codebook's convex hull, and at D=64, K=512 fresh Gaussian points practically never are
+        (docs/quantizers.md). With the relaxed layer's own gradient (False) the codes collapsed
+        in our Fashion-MNIST runs with line_search=True (docs/quantizers.md).
+    normalize: L2-normalise z and the codewords before the layer (our reading of public ports;
+        the paper does not say). `codebook` then reads as unit rows (a parametrization; the
+        stored rows are `parametrizations.codebook.original`), and k-means runs on normalised z.
     cpu_kernels: on CPU, run the layer as numba kernels (scq_cpu.py; default, about 2.2x faster
-    per step) rather than the portable torch ops used on other devices; both compute the same.
+        per step) rather than the portable torch ops used on other devices; both compute the same.
     support_size: the portable path's first-round width: entries of P kept per row besides the
-    VQ one (more rounds follow only where the support does not fit).
+        VQ one (more rounds follow only where the support does not fit).
     """
 
     def __init__(
@@ -115,21 +163,52 @@ class SoftConvexQuantizer(BaseQuantizer):
         *,
         lam: float = 1.0,
         beta: float = 0.25,
-        support_size: int = 8,
+        line_search: bool = True,
         straight_through: bool = True,
+        normalize: bool = False,
+        support_size: int = 8,
         cpu_kernels: bool = True,
         **health,
     ):
         super().__init__(codebook_size, dim, **health)
-        if not lam > 0:
-            raise ValueError(f"lam (weight of ||P - P_vq||^2) must be > 0, got {lam}; larger is closer to VQ.")
-        if beta < 0:
-            raise ValueError(f"beta (commitment weight) must be >= 0, got {beta}.")
-        if support_size < 2:
-            raise ValueError(f"support_size must be >= 2, got {support_size}.")
-        self.lam, self.beta, self.support_size = lam, beta, min(support_size, codebook_size)
-        self.straight_through, self.cpu_kernels = straight_through, cpu_kernels
+        # `not (0 < x)` style: NaN fails every comparison, so it is refused too
+        if not (_is_real(lam) and 0 < lam < math.inf):
+            raise ValueError(
+                f"lam (weight of ||P - P_vq||^2) must be > 0, got {lam!r}; pass a finite positive number "
+                "(larger is closer to VQ; 1.0 is the default, public ports use 0.1 or 1)."
+            )
+        if not (_is_real(beta) and 0 <= beta < math.inf):
+            raise ValueError(
+                f"beta (commitment weight) must be >= 0, got {beta!r}; pass a finite number >= 0 (0.25 as in VQ)."
+            )
+        if not (isinstance(support_size, int) and not isinstance(support_size, bool) and support_size >= 2):
+            raise ValueError(
+                f"support_size must be an integer >= 2, got {support_size!r}; it only sets the portable "
+                "path's first round (default 8), the result does not depend on it."
+            )
+        _check_flag("line_search", line_search, "False gives the paper's output C W, True ours (the default).")
+        _check_flag(
+            "straight_through", straight_through,
+            "True gives z VQ's straight-through gradient (the default), False the layer's own.",
+        )  # fmt: skip
+        _check_flag("normalize", normalize, "True L2-normalises z and the codewords before the layer.")
+        _check_flag("cpu_kernels", cpu_kernels, "True runs the layer as numba kernels on CPU (the default).")
+        self.lam, self.beta, self.support_size = float(lam), float(beta), min(support_size, codebook_size)
+        self.line_search, self.straight_through = line_search, straight_through
+        self.normalize, self.cpu_kernels = normalize, cpu_kernels
         self.codebook = nn.Parameter(torch.randn(codebook_size, dim))
+        if normalize:
+            parametrize.register_parametrization(self, "codebook", UnitRows())
+
+    @torch.no_grad()
+    def _set_codewords(self, index, vectors):
+        stored = self.parametrizations.codebook.original if self.normalize else self.codebook
+        stored.data[index] = vectors.to(stored.dtype)
+
+    @torch.no_grad()
+    def _kmeans_init(self, flat):
+        # with normalize, cluster directions: raw k-means would spend codewords on magnitudes
+        super()._kmeans_init(F.normalize(flat, dim=-1) if self.normalize else flat)
 
     def _quantize(self, z):
         # The solve, the projection and the sparse products have no half-precision kernels (and
@@ -140,42 +219,53 @@ class SoftConvexQuantizer(BaseQuantizer):
         return quantized.to(z.dtype), codes, loss
 
     def _soft_convex(self, z):
-        codebook = self.codebook.to(z.dtype)  # (K, D)
+        codebook = self.codebook.to(z.dtype)  # (K, D); unit rows when normalize (the parametrization)
+        if self.normalize:
+            z = F.normalize(z, dim=-1)  # (N, D): the layer's input
         # straight_through: the layer's own gradient reaches the codebook only; z's is the identity
         flat = z.detach() if self.straight_through else z
         vq_codes = nearest_codes(flat, codebook)  # (N,)
-        vq_chosen = codebook.index_select(0, vq_codes)  # (N, D)
-        gram = codebook.t() @ codebook + self.lam * torch.eye(self.dim, device=z.device, dtype=z.dtype)
+        vq_chosen = codebook.index_select(0, vq_codes)  # e_vq, (N, D)
+        gram = codebook.t() @ codebook + self.lam * torch.eye(self.dim, device=z.device, dtype=z.dtype)  # (D, D)
         gram_inverse = torch.cholesky_inverse(torch.linalg.cholesky(gram))  # (C C^T + lam I_D)^-1
         layer_inputs = (flat, codebook, vq_codes, vq_chosen, gram_inverse)
         if self.cpu_kernels and flat.device.type == "cpu":  # the same function, in numba kernels
-            quantized, codes = CpuSoftConvexLayer.apply(*layer_inputs)
+            quantized, codes = CpuSoftConvexLayer.apply(*layer_inputs, self.line_search)
         else:
-            quantized, codes = soft_convex_layer(*layer_inputs, self.support_size)
+            quantized, codes = soft_convex_layer(*layer_inputs, self.support_size, self.line_search)
         if self.straight_through:
             quantized = quantized + (z - flat)  # adds zero; the gradient to z is the identity
         loss = F.mse_loss(vq_chosen, z.detach()) + self.beta * F.mse_loss(z, vq_chosen.detach())
         return quantized, codes, loss
 
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, lam={self.lam}, beta={self.beta}, line_search={self.line_search}, "
+            f"straight_through={self.straight_through}, normalize={self.normalize}"
+        )
 
-def soft_convex_layer(flat, codebook, vq_codes, vq_chosen, gram_inverse, support_size):
+
+def soft_convex_layer(flat, codebook, vq_codes, vq_chosen, gram_inverse, support_size, line_search=True):
     """(quantized, codes): SCQ's layer in portable torch ops (any device), given the VQ codes,
-    their codewords and G^-1 = (C C^T + lam I_D)^-1."""
+    their codewords and G^-1 = (C C^T + lam I_D)^-1. `line_search=False`: the output is C W."""
     # Row per vector: P = P_vq + y C^T with y = (z - e_vq) G^-1.
-    residual = flat - vq_chosen  # z - e_vq
+    residual = flat - vq_chosen  # z - e_vq, (N, D)
     y = residual @ gram_inverse  # (N, D)
     row_starts, columns, weights, best_code, best_weight, weight_of_vq = simplex_support(
         y.detach(), codebook.detach(), vq_codes, support_size
     )
     convex = SparseSimplexCombination.apply(y, codebook, row_starts, columns, weights)  # C W, (N, D)
+    if not line_search:  # the paper's output; codes: argmax of W, W's top entry or the VQ code on a tie
+        codes = torch.where(best_weight > weight_of_vq, best_code, vq_codes)
+        return convex, codes
 
     # Our addition (docs/quantizers.md): an exact line search between the VQ codeword and C W
     # stays in the hull and guarantees ||z - out|| <= ||z - e_vq||, which projecting the
     # relaxed solution alone does not.
-    direction = convex - vq_chosen
+    direction = convex - vq_chosen  # (N, D)
     step = torch.linalg.vecdot(residual, direction) / torch.linalg.vecdot(direction, direction).clamp(min=1e-12)
     step = step.clamp(0.0, 1.0)[:, None]  # (N, 1)
-    quantized = torch.addcmul(vq_chosen, step, direction)
+    quantized = torch.addcmul(vq_chosen, step, direction)  # (N, D)
 
     # codes: argmax of the final weights  t W + (1 - t) P_vq, which is W's top entry or the VQ code
     with torch.no_grad():

@@ -8,10 +8,12 @@ N x D autograd nodes each cost a pass over memory. Here each row's work happens 
   (tau = max over j of (sum of the j largest - 1) / j), so the bound from the row's group maxima
   (vectorised in torch) rules out whole groups; the few survivors are projected exactly
   (Michelot's iteration from below). No sort, no topk.
-- `_combine_forward`: C W over the support, the line search, the output and the code, per row.
+- `_combine_forward`: C W over the support, the line search (unless `line_search=False`: then
+  the output is C W, the paper's), the output and the code, per row.
 - `_combine_backward`: the line search's, the projection's (sparsemax) and C W's backward per row,
   in one pass; the D x D and K x D parts stay in torch.
-tests/test_quantizers.py checks that this layer and the portable one agree in value and gradient.
+tests/test_quantizers.py and tests/stage1_tokenizer/test_scq.py check that this layer and the
+portable one agree in value and gradient, with and without the line search.
 """
 
 from __future__ import annotations
@@ -99,30 +101,37 @@ def _support_rows(values, group_max, columns, weights, lengths, chunks):  # prag
 
 @njit(parallel=True, fastmath=True, cache=True)
 def _combine_forward(
-    codebook, vq_codes, residual, columns, weights, lengths, quantized, direction, dots, codes, chunks
+    codebook, vq_codes, residual, columns, weights, lengths, line_search, quantized, direction, dots, codes, chunks
 ):  # pragma: no cover - compiled
-    """Per row: u = C W, d = u - e_vq, t = clamp(<r, d> / max(||d||^2, floor), 0, 1),
-    out = e_vq + t d, code = argmax of t W + (1 - t) P_vq. `dots` gets (<r, d>, ||d||^2)."""
+    """Per row: u = C W (W from `columns`/`weights`/`lengths`), then
+    line_search:      d = u - e_vq, t = clamp(<r, d> / max(||d||^2, floor), 0, 1), out = e_vq + t d;
+                      `direction` gets d and `dots` gets (<r, d>, ||d||^2) for the backward;
+    not line_search:  out = u, the paper's output (t = 1; `direction` and `dots` are not touched).
+    code = argmax of the final weights t W + (1 - t) P_vq (W's argmax when t = 1)."""
     rows, dim = residual.shape
     real = residual.dtype.type  # per-row scalars in the arrays' precision: no float64 round trips
     for chunk in prange(chunks):
         for i in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
             vq = vq_codes[i]
             for d in range(dim):
-                direction[i, d] = -codebook[vq, d]
+                quantized[i, d] = 0
             for j in range(lengths[i]):
                 column, weight = columns[i, j], weights[i, j]
                 for d in range(dim):
-                    direction[i, d] += weight * codebook[column, d]
-            along, squared = real(0), real(0)
-            for d in range(dim):
-                along += residual[i, d] * direction[i, d]
-            for d in range(dim):
-                squared += direction[i, d] * direction[i, d]
-            dots[i, 0], dots[i, 1] = along, squared
-            step = min(max(along / max(squared, real(DENOMINATOR_FLOOR)), real(0)), real(1))
-            for d in range(dim):
-                quantized[i, d] = codebook[vq, d] + step * direction[i, d]
+                    quantized[i, d] += weight * codebook[column, d]  # u = C W
+            step = real(1)
+            if line_search:
+                for d in range(dim):
+                    direction[i, d] = quantized[i, d] - codebook[vq, d]
+                along, squared = real(0), real(0)
+                for d in range(dim):
+                    along += residual[i, d] * direction[i, d]
+                for d in range(dim):
+                    squared += direction[i, d] * direction[i, d]
+                dots[i, 0], dots[i, 1] = along, squared
+                step = min(max(along / max(squared, real(DENOMINATOR_FLOOR)), real(0)), real(1))
+                for d in range(dim):
+                    quantized[i, d] = codebook[vq, d] + step * direction[i, d]
             best, best_weight = vq, 1 - step
             for j in range(lengths[i]):
                 if columns[i, j] == vq:
@@ -135,14 +144,16 @@ def _combine_forward(
 
 @njit(parallel=True, fastmath=True, cache=True)
 def _combine_backward(
-    codebook, transformed, residual, direction, dots, columns, weights, lengths, vq_codes, grad_out,
+    codebook, transformed, residual, direction, dots, columns, weights, lengths, vq_codes, line_search, grad_out,
     grad_residual, direct_parts, through_y_parts, chunks,
 ):  # pragma: no cover - compiled
     """The backward of `_combine_forward` and of W = Proj_simplex(V), V = y C^T + P_vq, y = r G^-1,
     per row, with B = C G^-1 (`transformed`) so that no N x D x D product is needed:
-        g_t = <g_out, d> (through the clamps),  g_d = t g_out + g_along r + 2 g_squared d,
-        g_W = C g_d at the support,  g_V = g_W - its mean over the support,
-        g_r = g_along d + sum g_V b  (= g_y G^-1),  g_e = g_out - g_d - g_r,
+        line_search:      g_t = <g_out, d> (through the clamps),  g_d = t g_out + g_along r + 2 g_squared d,
+                          g_r starts at g_along d;
+        not line_search:  out = C W = e_vq + d, so g_d = g_out and g_r starts at 0;
+        then  g_W = C g_d at the support,  g_V = g_W - its mean over the support,
+        g_r += sum g_V b  (= g_y G^-1),  g_e = g_out - g_d - g_r,
         direct[c] += w g_d, direct[vq] += g_e,  through_y[c] += g_V r  (its share is through_y G^-1).
     `grad_residual` gets g_r when it has rows (z not detached)."""
     rows, dim = residual.shape
@@ -154,22 +165,30 @@ def _combine_backward(
         grad_r = np.empty(dim, residual.dtype)
         grad_values = np.empty(capacity, residual.dtype)
         for i in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
-            along, squared = dots[i, 0], dots[i, 1]
-            floored = max(squared, real(DENOMINATOR_FLOOR))
-            raw_step = along / floored
-            step = min(max(raw_step, real(0)), real(1))
-            grad_step = real(0)
-            for d in range(dim):
-                grad_step += grad_out[i, d] * direction[i, d]
-            # torch's clamp passes the gradient on [min, max], ends included
-            if raw_step < 0 or raw_step > 1:
+            if line_search:
+                along, squared = dots[i, 0], dots[i, 1]
+                floored = max(squared, real(DENOMINATOR_FLOOR))
+                raw_step = along / floored
+                step = min(max(raw_step, real(0)), real(1))
                 grad_step = real(0)
-            grad_along = grad_step / floored
-            grad_squared = -grad_step * along / (floored * floored) if squared >= DENOMINATOR_FLOOR else real(0)
-            for d in range(dim):
-                grad_direction[d] = step * grad_out[i, d] + grad_along * residual[i, d] + 2 * grad_squared * direction[i, d]
-            for d in range(dim):
-                grad_r[d] = grad_along * direction[i, d]
+                for d in range(dim):
+                    grad_step += grad_out[i, d] * direction[i, d]
+                # torch's clamp passes the gradient on [min, max], ends included
+                if raw_step < 0 or raw_step > 1:
+                    grad_step = real(0)
+                grad_along = grad_step / floored
+                grad_squared = -grad_step * along / (floored * floored) if squared >= DENOMINATOR_FLOOR else real(0)
+                for d in range(dim):
+                    grad_direction[d] = (
+                        step * grad_out[i, d] + grad_along * residual[i, d] + 2 * grad_squared * direction[i, d]
+                    )
+                for d in range(dim):
+                    grad_r[d] = grad_along * direction[i, d]
+            else:
+                for d in range(dim):
+                    grad_direction[d] = grad_out[i, d]
+                for d in range(dim):
+                    grad_r[d] = real(0)
             size = lengths[i]
             mean = real(0)
             for j in range(size):
@@ -222,24 +241,29 @@ def simplex_support_rows(residual: torch.Tensor, transformed: torch.Tensor, vq_c
 
 class CpuSoftConvexLayer(torch.autograd.Function):
     """(quantized, codes) = SCQ's layer for `flat` (N, D) and `codebook` (K, D), given the VQ codes,
-    their codewords and G^-1 = (C C^T + lam I_D)^-1; the same function as scq.py's portable path,
-    for CPU tensors. The last two come in for their values: the codebook's gradient returned here
-    already includes the paths through them."""
+    their codewords, G^-1 = (C C^T + lam I_D)^-1 and `line_search` (False: the output is C W, the
+    paper's); the same function as scq.py's portable path, for CPU tensors. `vq_chosen` and
+    `gram_inverse` come in for their values: the codebook's gradient returned here already
+    includes the paths through them."""
 
     @staticmethod
-    def forward(ctx, flat, codebook, vq_codes, vq_chosen, gram_inverse):
+    def forward(ctx, flat, codebook, vq_codes, vq_chosen, gram_inverse, line_search=True):
         flat, codebook = flat.detach().contiguous(), codebook.detach().contiguous()
         gram_inverse = gram_inverse.detach()
         transformed = codebook @ gram_inverse  # B = C G^-1, (K, D)
-        residual = flat - vq_chosen.detach()  # r = z - e_vq
+        residual = flat - vq_chosen.detach()  # r = z - e_vq, (N, D)
         columns, weights, lengths = simplex_support_rows(residual, transformed, vq_codes)
-        quantized, direction = torch.empty_like(flat), torch.empty_like(flat)
-        dots, codes = flat.new_empty(flat.shape[0], 2), torch.empty_like(vq_codes)
+        quantized, codes = torch.empty_like(flat), torch.empty_like(vq_codes)  # (N, D), (N,)
+        # the line search's d = C W - e_vq (N, D) and (<r, d>, ||d||^2) (N, 2), kept for its backward
+        searched_rows = flat.shape[0] if line_search else 0
+        direction, dots = flat.new_empty(searched_rows, flat.shape[1]), flat.new_empty(searched_rows, 2)
         _combine_forward(
             codebook.numpy(), vq_codes.numpy(), residual.numpy(), columns.numpy(), weights.numpy(),
-            lengths.numpy(), quantized.numpy(), direction.numpy(), dots.numpy(), codes.numpy(), 2 * _threads(),
+            lengths.numpy(), bool(line_search), quantized.numpy(), direction.numpy(), dots.numpy(), codes.numpy(),
+            2 * _threads(),
         )  # fmt: skip
         ctx.save_for_backward(codebook, vq_codes, gram_inverse, transformed, residual, direction, dots, columns, weights, lengths)
+        ctx.line_search = bool(line_search)
         ctx.mark_non_differentiable(codes)
         return quantized, codes
 
@@ -250,15 +274,15 @@ class CpuSoftConvexLayer(torch.autograd.Function):
         )
         chunks = 2 * _threads()
         grad_residual = torch.empty_like(residual) if ctx.needs_input_grad[0] else residual.new_empty(0, residual.shape[1])
-        direct, through_y = codebook.new_zeros(2, chunks, *codebook.shape)
+        direct, through_y = codebook.new_zeros(2, chunks, *codebook.shape)  # per-chunk sums, (chunks, K, D) each
         _combine_backward(
             codebook.numpy(), transformed.numpy(), residual.numpy(), direction.numpy(), dots.numpy(),
-            columns.numpy(), weights.numpy(), lengths.numpy(), vq_codes.numpy(), grad_out.contiguous().numpy(),
-            grad_residual.numpy(), direct.numpy(), through_y.numpy(), chunks,
+            columns.numpy(), weights.numpy(), lengths.numpy(), vq_codes.numpy(), ctx.line_search,
+            grad_out.contiguous().numpy(), grad_residual.numpy(), direct.numpy(), through_y.numpy(), chunks,
         )  # fmt: skip
-        through_y = through_y.sum(0)  # sum g_V r per codeword
+        through_y = through_y.sum(0)  # sum g_V r per codeword, (K, D)
         # y = r G^-1: g_C += through_y G^-1; g_(G^-1) = r^T g_y = through_y^T C;
         # G = C^T C + lam I: g_G = -G^-1 g_(G^-1) G^-1, g_C += C (g_G + g_G^T)
-        grad_gram = -gram_inverse @ (through_y.t() @ codebook) @ gram_inverse
+        grad_gram = -gram_inverse @ (through_y.t() @ codebook) @ gram_inverse  # (D, D)
         grad_codebook = direct.sum(0).addmm_(through_y, gram_inverse).addmm_(codebook, grad_gram + grad_gram.t())
-        return grad_residual if ctx.needs_input_grad[0] else None, grad_codebook, None, None, None
+        return grad_residual if ctx.needs_input_grad[0] else None, grad_codebook, None, None, None, None

@@ -42,7 +42,7 @@ def nearest_codes(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 class VectorQuantizer(BaseQuantizer):
     def __init__(self, codebook_size: int, dim: int, *, beta: float = 0.25, **health):
         super().__init__(codebook_size, dim, **health)
-        if beta < 0:
+        if not beta >= 0:  # NaN fails too
             raise ValueError(f"beta (commitment weight) must be >= 0, got {beta}.")
         self.beta = beta
         # The paper's uniform init; k-means init (on by default) overwrites it on the first batch.

@@ -28,9 +28,9 @@ class EMAVectorQuantizer(BaseQuantizer):
         super().__init__(codebook_size, dim, **health)
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must lie in (0, 1), got {decay}; 0.99 is the paper's value.")
-        if eps <= 0:
+        if not eps > 0:
             raise ValueError(f"eps (Laplace smoothing) must be > 0, got {eps}.")
-        if beta < 0:
+        if not beta >= 0:  # NaN fails too
             raise ValueError(f"beta (commitment weight) must be >= 0, got {beta}.")
         self.decay, self.eps, self.beta = decay, eps, beta
         codebook = torch.randn(codebook_size, dim)
