@@ -25,90 +25,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .checks import check_ids_in_range
+from .code_dataset import tokenizer_fingerprint
+from .common.checks import check_ids_in_range
+from .common.loading import StrictLoading
+from .configuration_latent_vqvae import LatentVQVAEConfig
 from .networks import ResidualBlock
 from .quantizers import build_quantizer
-
-LATENT_DECODERS = ("conv", "pixelcnn")
-
-
-class LatentVQVAEConfig(PretrainedConfig):
-    r"""
-    Args:
-        input_codebook_size (`int`, 512): K of the codes it compresses (the frame tokenizer's).
-        input_grid (`tuple`, (21, 21)): their grid.
-        code_grid (`tuple`, (3, 1)): the grid of this model's codes.
-        codebook_size (`int`, 512): K of this model's codes.
-        code_dim (`int`, 64): dimension of its codewords.
-        hidden_channels (`int`, 128): width of the encoder and decoder.
-        num_downsamples (`int`, 3): stride-2 convolutions of the encoder (21 -> 11 -> 6 -> 3).
-        num_res_blocks (`int`, 2): residual blocks in the encoder and the conv decoder.
-        quantizer (`str`, "vq-ema"), quantizer_options (`dict`): as `VQVAEConfig`'s.
-        decoder (`str`, "conv"): "conv" or "pixelcnn".
-        pixelcnn_layers (`int`, 8), pixelcnn_channels (`int`, 64): the PixelCNN decoder's size.
-        input_fingerprint (`str` or None): the fingerprint of the tokenizer whose codes it models
-            (`stage1_tokenizer.encode.tokenizer_fingerprint`); checked by `frames_round_trip`.
-    """
-
-    model_type = "vqgen-latent-vqvae"
-
-    def __init__(
-        self,
-        input_codebook_size: int = 512,
-        input_grid=(21, 21),
-        code_grid=(3, 1),
-        codebook_size: int = 512,
-        code_dim: int = 64,
-        hidden_channels: int = 128,
-        num_downsamples: int = 3,
-        num_res_blocks: int = 2,
-        quantizer: str = "vq-ema",
-        quantizer_options: dict | None = None,
-        decoder: str = "conv",
-        pixelcnn_layers: int = 8,
-        pixelcnn_channels: int = 64,
-        input_fingerprint: str | None = None,
-        **kwargs,
-    ):
-        self.input_codebook_size = input_codebook_size
-        self.input_grid = list(input_grid)
-        self.code_grid = list(code_grid)
-        self.codebook_size = codebook_size
-        self.code_dim = code_dim
-        self.hidden_channels = hidden_channels
-        self.num_downsamples = num_downsamples
-        self.num_res_blocks = num_res_blocks
-        self.quantizer = quantizer
-        self.quantizer_options = dict(quantizer_options or {})
-        self.decoder = decoder
-        self.pixelcnn_layers = pixelcnn_layers
-        self.pixelcnn_channels = pixelcnn_channels
-        self.input_fingerprint = input_fingerprint
-        if decoder not in LATENT_DECODERS:
-            raise ValueError(f"decoder must be one of {LATENT_DECODERS}, got {decoder!r}.")
-        if len(self.input_grid) != 2 or len(self.code_grid) != 2 or min(self.input_grid + self.code_grid) < 1:
-            raise ValueError(f"input_grid and code_grid must be (h, w) of positive sizes, got {input_grid} and {code_grid}.")
-        super().__init__(**kwargs)
-
-    @property
-    def num_levels(self) -> int:
-        return 1  # one level of codes (3 of them), like a one-level VQVAEConfig
-
-    @property
-    def code_grids(self) -> list[tuple[int, int]]:
-        return [tuple(self.code_grid)]
-
-    @property
-    def reduced_grid(self) -> tuple[int, int]:
-        """The encoder's feature map after its stride-2 convolutions (3x3 for 21x21 and 3 steps)."""
-        h, w = self.input_grid
-        for _ in range(self.num_downsamples):
-            h, w = (h + 1) // 2, (w + 1) // 2
-        return h, w
-
 
 @dataclass
 class LatentVQVAEOutput(ModelOutput):
@@ -125,7 +50,7 @@ class LatentVQVAEOutput(ModelOutput):
     perplexity: list[torch.Tensor] | None = None
 
 
-class LatentVQVAEModel(PreTrainedModel):
+class LatentVQVAEModel(StrictLoading, PreTrainedModel):
     config_class = LatentVQVAEConfig
     base_model_prefix = "latent_vqvae"
     main_input_name = "codes"
@@ -150,7 +75,7 @@ class LatentVQVAEModel(PreTrainedModel):
                 *[ResidualBlock(hidden, hidden // 2) for _ in range(c.num_res_blocks)], nn.ReLU(), nn.Conv2d(hidden, c.input_codebook_size, 1)
             )
         else:
-            from .pixelcnn import GatedPixelCNN
+            from .common.pixelcnn import GatedPixelCNN
 
             self.decoder = GatedPixelCNN(
                 c.input_codebook_size, c.input_codebook_size, c.pixelcnn_channels, c.pixelcnn_layers, context_channels=hidden
@@ -241,8 +166,6 @@ def frames_round_trip(frame_tokenizer, latent_model: LatentVQVAEModel, frames: t
     frames decoded from the 21x21 codes ("from_grid") and from the 3 codes ("from_codes"), and
     the codes of both stages ("grid_codes", "codes"). Refuses a latent model trained on another
     tokenizer's codes."""
-    from .encode import tokenizer_fingerprint
-
     expected = latent_model.config.input_fingerprint
     if expected and expected != tokenizer_fingerprint(frame_tokenizer):
         raise ValueError(

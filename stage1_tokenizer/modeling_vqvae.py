@@ -27,12 +27,13 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .audio import mu_law_decode, mu_law_encode, multi_resolution_stft_loss
-from .checks import check_ids_in_range
+from .audio_features import mu_law_decode, mu_law_encode, multi_resolution_stft_loss
+from .common.checks import check_ids_in_range
+from .common.loading import StrictLoading
 from .configuration_vqvae import VQVAEConfig
 from .networks import ConvDecoder, ConvEncoder, conv_classes
 from .quantizers import build_quantizer
-from .wavenet import WaveNetDecoder
+from .wavenet_decoder import WaveNetDecoder
 
 
 @dataclass
@@ -53,7 +54,7 @@ class VQVAEOutput(ModelOutput):
     logits: torch.Tensor | None = None
 
 
-class VQVAEModel(PreTrainedModel):
+class VQVAEModel(StrictLoading, PreTrainedModel):
     config_class = VQVAEConfig
     base_model_prefix = "vqvae"
     main_input_name = "inputs"
@@ -124,7 +125,18 @@ class VQVAEModel(PreTrainedModel):
     # -- checks -------------------------------------------------------------------------------------
     def _check_inputs(self, inputs: torch.Tensor) -> None:
         c, stride = self.config, self.config.total_stride
-        if c.modality == "audio":
+        audio = c.modality == "audio"
+        if not torch.is_tensor(inputs) or not inputs.is_floating_point():
+            kind = inputs.dtype if torch.is_tensor(inputs) else type(inputs).__name__
+            fix = "convert integer PCM to float (int16: divide by 32768)" if audio else "convert to float and divide 8-bit images by 255"
+            raise TypeError(f"expected float {'waveforms in [-1, 1]' if audio else 'images in [0, 1]'}, got {kind}: {fix}.")
+        low, high = (-1.0, 1.0) if audio else (0.0, 1.0)
+        if inputs.numel() and (inputs.min() < low - 0.01 or inputs.max() > high + 0.01):  # a little overshoot is fine
+            fix = "scale the waveforms into [-1, 1]" if audio else "divide 8-bit images by 255"
+            raise ValueError(
+                f"expected values in [{low:g}, {high:g}], got [{inputs.min().item():.4g}, {inputs.max().item():.4g}]: {fix}."
+            )
+        if audio:
             if inputs.ndim != 3 or inputs.shape[1] != 1:
                 raise ValueError(f"expected mono waveforms shaped (B, 1, T), got {tuple(inputs.shape)}.")
             if inputs.shape[2] % stride:

@@ -1,4 +1,6 @@
+import importlib.util
 import json
+from pathlib import Path
 
 import httpx2
 import huggingface_hub
@@ -37,3 +39,16 @@ def fake_hub():
     huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(handler)))
     yield calls
     huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)
+
+
+@pytest.fixture
+def load_benchmark():
+    """Imports a script of benchmarks/ (a folder of scripts, not a package) from its file."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -1,16 +1,8 @@
 """The benchmarks (the README's main job among them) run end to end on tiny settings."""
 
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import quantizer_quality  # noqa: E402
-import quantizer_speed  # noqa: E402
-
-
-def test_quality_benchmark_writes_its_table_and_pictures(tmp_path):
+def test_quality_benchmark_writes_its_table_and_pictures(tmp_path, load_benchmark):
+    quantizer_quality = load_benchmark("quantizer_quality")
     results = quantizer_quality.main(
         ["--steps", "4", "--test-limit", "200", "--variants", "vq", "gmvq", "--codebook-size", "32",
          "--num-examples", "4", "--output-dir", str(tmp_path)]  # fmt: skip
@@ -23,14 +15,15 @@ def test_quality_benchmark_writes_its_table_and_pictures(tmp_path):
     assert (tmp_path / "runs" / "gmvq" / "model" / "model.safetensors").exists()
 
 
-def test_speed_benchmark_reports_ratios(capsys):
+def test_speed_benchmark_reports_ratios(capsys, load_benchmark):
+    quantizer_speed = load_benchmark("quantizer_speed")
     median = quantizer_speed.main(["--vectors", "2048", "--dim", "16", "--codebook-size", "64", "--repeats", "2"])
     assert {"floor", "vq", "vq-ema", "gmvq", "scq", quantizer_speed.SCQ_TORCH, "vector-quantize-pytorch (EMA)"} <= set(median)
     assert "| scq |" in capsys.readouterr().out
 
 
-def test_prior_sampling_benchmark_checks_cached_equals_uncached(capsys):
-    import prior_sampling
+def test_prior_sampling_benchmark_checks_cached_equals_uncached(capsys, load_benchmark):
+    prior_sampling = load_benchmark("prior_sampling")
 
     rows = prior_sampling.main(["--quick", "--priors", "wavenet,transformer"])
     assert [r["prior"] for r in rows] == ["wavenet", "transformer"]
@@ -38,8 +31,8 @@ def test_prior_sampling_benchmark_checks_cached_equals_uncached(capsys):
     assert "| wavenet | 256 |" in capsys.readouterr().out
 
 
-def test_prior_quality_benchmark_reports_nll_against_references(tmp_path):
-    import prior_quality
+def test_prior_quality_benchmark_reports_nll_against_references(tmp_path, load_benchmark):
+    prior_quality = load_benchmark("prior_quality")
 
     rows = prior_quality.main(["--tokenizer-steps", "3", "--steps", "2", "--train-limit", "256", "--test-limit", "64",
                                "--priors", "pixelcnn,transformer, unconditional", "--output-dir", str(tmp_path)])  # fmt: skip
@@ -50,8 +43,8 @@ def test_prior_quality_benchmark_reports_nll_against_references(tmp_path):
     assert (tmp_path / "samples-pixelcnn.png").is_file()
 
 
-def test_speech_throughput_benchmark_reports_ratios(capsys):
-    import speech_throughput
+def test_speech_throughput_benchmark_reports_ratios(capsys, load_benchmark):
+    speech_throughput = load_benchmark("speech_throughput")
 
     report = speech_throughput.main(["--seconds", "0.25", "--wavenet-samples", "128", "--rounds", "1"])
     rates = report["audio_seconds_per_second"]
@@ -60,8 +53,8 @@ def test_speech_throughput_benchmark_reports_ratios(capsys):
     assert "identical audio" in capsys.readouterr().out
 
 
-def test_frames_throughput_benchmark_reports_every_step(capsys):
-    import frames_throughput
+def test_frames_throughput_benchmark_reports_every_step(capsys, load_benchmark):
+    frames_throughput = load_benchmark("frames_throughput")
 
     fps = frames_throughput.main(["--batch-size", "2", "--pixelcnn-frames", "1", "--rounds", "1", "--source-frames", "12"])
     assert len(fps) == 6 and all(rate > 0 for rate in fps.values())

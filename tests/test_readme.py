@@ -12,7 +12,7 @@ def tiny_demo_bundle(path):
 
     from stage1_tokenizer import VQVAEConfig, VQVAEModel
     from stage1_tokenizer.data.fashion_mnist import FASHION_MNIST_LABELS
-    from stage1_tokenizer.encode import tokenizer_fingerprint
+    from stage1_tokenizer.code_dataset import tokenizer_fingerprint
     from stage2_prior import PixelCNNConfig, PixelCNNPrior, VQGenerator
 
     torch.manual_seed(0)
@@ -29,7 +29,7 @@ def tiny_speech_bundle(path):
 
     from stage1_tokenizer import VQVAEConfig, VQVAEModel
     from stage1_tokenizer.data import SYNTHETIC_SPEAKERS
-    from stage1_tokenizer.encode import tokenizer_fingerprint
+    from stage1_tokenizer.code_dataset import tokenizer_fingerprint
     from stage2_prior import VQGenerator, WaveNetConfig, WaveNetPrior
 
     torch.manual_seed(0)

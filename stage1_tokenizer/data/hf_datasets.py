@@ -9,10 +9,13 @@ from typing import Any
 
 import datasets
 
+from ..common.hub import check_local_or_hub
+
 
 def load_hub_split(name: str, split: str, load_kwargs: dict[str, Any] | None, local_alternative: str) -> datasets.Dataset:
     """`datasets.load_dataset(name, split=split, **load_kwargs)`; failures name the dataset, the
     split and `local_alternative` (what to use without the network)."""
+    check_local_or_hub(name, "dataset")
     try:
         hf_dataset = datasets.load_dataset(name, split=split, **(load_kwargs or {}))
     except Exception as exc:

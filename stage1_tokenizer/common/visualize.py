@@ -1,14 +1,15 @@
 """Outputs people look at: PNG image grids (samples, reconstructions), codebook-usage plots,
-WAV files and log-mel spectrogram PNGs of audio."""
+WAV files and log-mel spectrogram PNGs of audio; each written atomically."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .files import atomic_file
 
 
 def save_image_grid(rows: list[torch.Tensor], path: str | Path, padding: int = 2, scale: int = 2) -> Path:
@@ -31,7 +32,9 @@ def save_image_grid(rows: list[torch.Tensor], path: str | Path, padding: int = 2
     picture = Image.fromarray(grid)
     if scale != 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    return _atomic_save(picture, Path(path))
+    with atomic_file(path) as tmp:
+        picture.save(tmp, format="PNG")
+    return Path(path)
 
 
 def plot_codebook_usage(counts: dict[str, torch.Tensor], path: str | Path) -> Path:
@@ -52,25 +55,20 @@ def plot_codebook_usage(counts: dict[str, torch.Tensor], path: str | Path) -> Pa
     axis.set_title("Codebook usage")
     axis.legend()
     figure.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, format="png", dpi=120)
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
     plt.close(figure)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def save_wav(waveform: torch.Tensor, path: str | Path, sampling_rate: int) -> Path:
     """Writes a mono waveform ((1, T) or (T,), values in [-1, 1]) as 16-bit PCM WAV, atomically."""
     import soundfile
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     samples = waveform.detach().float().reshape(-1).clamp(-1, 1).cpu().numpy()
-    soundfile.write(tmp, samples, sampling_rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
-    return path
+    with atomic_file(path) as tmp:
+        soundfile.write(tmp, samples, sampling_rate, subtype="PCM_16", format="WAV")
+    return Path(path)
 
 
 def plot_spectrograms(rows: dict[str, list[torch.Tensor]], path: str | Path, sampling_rate: int) -> Path:
@@ -81,7 +79,7 @@ def plot_spectrograms(rows: dict[str, list[torch.Tensor]], path: str | Path, sam
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .audio import log_mel_spectrogram
+    from ..audio_features import log_mel_spectrogram
 
     columns = max(len(waves) for waves in rows.values())
     figure, axes = plt.subplots(len(rows), columns, figsize=(3 * columns, 2.2 * len(rows)), squeeze=False)
@@ -96,18 +94,7 @@ def plot_spectrograms(rows: dict[str, list[torch.Tensor]], path: str | Path, sam
             if j == 0:
                 axis.set_ylabel(name)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, format="png", dpi=100)
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
     plt.close(figure)
-    os.replace(tmp, path)
-    return path
-
-
-def _atomic_save(picture: Image.Image, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    picture.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return Path(path)

@@ -1,7 +1,6 @@
 """Signal tools of the speech tokenizer: mu-law companding (the WaveNet decoder's 256-way output),
-log-mel spectrograms, the multi-resolution STFT loss of the fast convolutional decoder, the log-mel
-distance used to measure reconstructions, and a speaker classifier on mel statistics used to
-measure voice conversion.
+log-mel spectrograms, the multi-resolution STFT loss of the fast convolutional decoder, and the
+log-mel distance used to measure reconstructions.
 
 mu-law (ITU-T G.711, as in WaveNet section 2.2), for x in [-1, 1] and mu = channels - 1:
 
@@ -17,14 +16,11 @@ over the resolutions, with S = |STFT| of the target y and the prediction y':
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 
-# (fft size, hop) per resolution; windows span the fft size. At 16 kHz: 32, 64 and 128 ms.
-DEFAULT_STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
 _LOG_FLOOR = 1e-5  # keeps log() finite on silence
 
 
@@ -78,8 +74,9 @@ def log_mel_distance(prediction: torch.Tensor, target: torch.Tensor, sampling_ra
     return difference.abs().mean(dim=(1, 2))
 
 
-def multi_resolution_stft_loss(prediction: torch.Tensor, target: torch.Tensor, resolutions=DEFAULT_STFT_RESOLUTIONS) -> torch.Tensor:
-    """Spectral convergence + log-magnitude distance, averaged over the STFT resolutions (scalar)."""
+def multi_resolution_stft_loss(prediction: torch.Tensor, target: torch.Tensor, resolutions) -> torch.Tensor:
+    """Spectral convergence + log-magnitude distance, averaged over the STFT resolutions
+    ((fft size, hop) pairs; windows span the fft size) (scalar)."""
     total = 0.0
     for fft_size, hop in resolutions:
         predicted, wanted = stft_magnitude(prediction, fft_size, hop), stft_magnitude(target, fft_size, hop)
@@ -87,47 +84,3 @@ def multi_resolution_stft_loss(prediction: torch.Tensor, target: torch.Tensor, r
         magnitude = F.l1_loss(torch.log(predicted.clamp_min(_LOG_FLOOR)), torch.log(wanted.clamp_min(_LOG_FLOOR)))
         total = total + convergence + magnitude
     return total / len(resolutions)
-
-
-# -- speaker identity --------------------------------------------------------------------------------
-def mel_statistics(waveform: torch.Tensor, sampling_rate: int, dynamic_range: float = 40.0) -> torch.Tensor:
-    """(B, 1, T) -> (B, 2 * 80): the mean and standard deviation over time of each log-mel band.
-
-    Only what identifies a voice: each spectrogram is floored `dynamic_range` dB below its peak
-    (a codec's faint noise floor and digital silence then look alike), only frames within 35 dB of
-    the loudest count (pauses say nothing about the speaker), and the band means are taken
-    relative to their average (loudness is no identity either)."""
-    log_mel = log_mel_spectrogram(waveform, sampling_rate)  # (B, M, frames)
-    peak = log_mel.amax(dim=(1, 2), keepdim=True)
-    log_mel = torch.maximum(log_mel, peak - dynamic_range / 10 * math.log(10))
-    energy = log_mel.logsumexp(dim=1)  # (B, frames)
-    voiced = (energy > energy.amax(dim=1, keepdim=True) - 3.5 * math.log(10)).float().unsqueeze(1)
-    count = voiced.sum(-1).clamp_min(1.0)
-    mean = (log_mel * voiced).sum(-1) / count
-    variance = (((log_mel - mean.unsqueeze(-1)) ** 2) * voiced).sum(-1) / count
-    return torch.cat([mean - mean.mean(dim=1, keepdim=True), variance.sqrt()], dim=1)
-
-
-class SpeakerClassifier:
-    """A simple speaker classifier: nearest class mean of standardized mel statistics. Used as
-    the judge of voice conversion (does converted speech sound like the target speaker?)."""
-
-    def __init__(self, sampling_rate: int):
-        self.sampling_rate = sampling_rate
-        self.centroids = self.mean = self.scale = None
-
-    def fit(self, waveforms: list[torch.Tensor], speakers: list[int]) -> SpeakerClassifier:
-        features = torch.cat([mel_statistics(w.reshape(1, 1, -1), self.sampling_rate) for w in waveforms])
-        speakers = torch.as_tensor(speakers)
-        self.mean, self.scale = features.mean(0), features.std(0).clamp_min(1e-3)
-        standardized = (features - self.mean) / self.scale
-        self.classes = speakers.unique()
-        self.centroids = torch.stack([standardized[speakers == s].mean(0) for s in self.classes])
-        return self
-
-    def predict(self, waveforms: list[torch.Tensor]) -> torch.Tensor:
-        if self.centroids is None:
-            raise RuntimeError("call fit(waveforms, speakers) before predict.")
-        features = torch.cat([mel_statistics(w.reshape(1, 1, -1), self.sampling_rate) for w in waveforms])
-        distances = torch.cdist((features - self.mean) / self.scale, self.centroids)
-        return self.classes[distances.argmin(dim=1)]

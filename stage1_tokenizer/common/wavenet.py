@@ -2,7 +2,7 @@
 fast generation queues of Paine et al. 2016 ("Fast Wavenet Generation Algorithm").
 
 Written once here and used by both stages: stage two's `WaveNetPrior` over code sequences and the
-speech tokenizer's `WaveNetDecoder` over mu-law audio samples (below).
+speech tokenizer's `WaveNetDecoder` over mu-law audio samples (`stage1_tokenizer.wavenet_decoder`).
 
 Each layer (equation 2 of the paper, with its conditioning from section 2.5):
 
@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 
 def gated_activation(pre_activation: torch.Tensor) -> torch.Tensor:
@@ -37,17 +36,6 @@ def gated_activation(pre_activation: torch.Tensor) -> torch.Tensor:
     equation 2 and the gated PixelCNN's equation 4."""
     filter_, gate = pre_activation.chunk(2, dim=1)
     return torch.tanh(filter_) * torch.sigmoid(gate)
-
-
-def sample_from_logits(logits, temperature: float = 1.0, top_k: int | None = None, generator=None):
-    """One id per row of logits (B, K): softmax(logits / temperature) restricted to the top_k.
-    The one sampling rule of the WaveNet decoder and of stage two's priors."""
-    logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        threshold = logits.topk(top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < threshold, float("-inf"))
-    probabilities = F.softmax(logits, dim=-1)
-    return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
 
 
 class GatedResidualLayer(nn.Module):
@@ -173,75 +161,3 @@ class DilatedCausalStack(nn.Module):
             skips = skips + out[:, layer.channels :]
         cache.step += 1
         return skips
-
-
-class WaveNetDecoder(nn.Module):
-    """The VQ-VAE paper's speech decoder (section 4.3): a WaveNet over mu-law classes of the
-    samples, locally conditioned on the codes' vectors and globally on a speaker embedding.
-
-        x_t    = embed(class_{t-1})   (class_{-1} = silence)
-        skips  = DilatedCausalStack(x, g = speaker, l = conv3(code vectors), 1 code : `upsample` samples)
-        p(class_t | class_<t, codes, speaker) = softmax(W_2 relu(W_1 relu(skips_t)))
-
-    The codes are known in full before decoding, so their projection (a window-3 convolution)
-    looks at neighbouring codes; only the samples are causal. `generate` samples one step at a
-    time, through the stack's queues (use_cache=True) or the whole network over the samples so
-    far (use_cache=False, the slow reference); both give the same samples for the same generator.
-    """
-
-    def __init__(
-        self,
-        latent_channels: int,
-        upsample: int,
-        channels: int = 64,
-        skip_channels: int = 128,
-        num_layers: int = 20,
-        dilation_cycle: int = 10,
-        speaker_channels: int = 0,
-        mu_law_channels: int = 256,
-    ):
-        super().__init__()
-        self.upsample, self.mu_law_channels = upsample, mu_law_channels
-        self.silence = mu_law_channels // 2  # mu_law_encode(0), in plain Python: init may run on the meta device
-        self.sample_embedding = nn.Embedding(mu_law_channels, channels)
-        self.latent_projection = nn.Conv1d(latent_channels, channels, 3, padding=1)
-        self.stack = DilatedCausalStack(
-            channels, skip_channels, num_layers, dilation_cycle, 2, speaker_channels, channels, local_upsample=upsample
-        )
-        self.head = nn.Sequential(
-            nn.ReLU(), nn.Linear(skip_channels, skip_channels), nn.ReLU(), nn.Linear(skip_channels, mu_law_channels)
-        )
-
-    def forward(self, classes: torch.Tensor, latents: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher forcing: classes (B, T) of the target samples, latents (B, L, T / upsample),
-        speaker (B, G) or None -> logits (B, T, mu_law_channels) of each sample given the earlier ones."""
-        previous = F.pad(classes[:, :-1], (1, 0), value=self.silence)
-        skips = self.stack(self.sample_embedding(previous).transpose(1, 2), speaker, self.latent_projection(latents))
-        return self.head(skips.transpose(1, 2))
-
-    @torch.no_grad()
-    def generate(
-        self,
-        latents: torch.Tensor,
-        speaker: torch.Tensor | None = None,
-        *,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        progress: bool = False,
-    ) -> torch.Tensor:
-        """Samples the mu-law classes (B, T = latent steps * upsample), one sample at a time."""
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
-        batch, length = latents.shape[0], latents.shape[-1] * self.upsample
-        classes = torch.full((batch, length), self.silence, dtype=torch.long, device=latents.device)
-        cache = self.stack.init_cache(batch, speaker, self.latent_projection(latents)) if use_cache else None
-        previous = classes[:, 0].clone()
-        for t in tqdm(range(length), desc="decode", unit="sample", disable=not progress, leave=False):
-            if use_cache:
-                logits = self.head(self.stack.step(self.sample_embedding(previous), cache))
-            else:
-                logits = self(classes[:, : t + 1], latents, speaker)[:, t]
-            previous = sample_from_logits(logits, temperature, generator=generator)
-            classes[:, t] = previous
-        return classes

@@ -55,9 +55,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from .wavenet import gated_activation, sample_from_logits
+from .sampling import sample_autoregressive
+from .wavenet import gated_activation
 
 
 class GatedLayer(nn.Module):
@@ -113,24 +113,20 @@ class PixelCNNCache:
 class GatedPixelCNN(nn.Module):
     """`num_layers` gated layers (vertical + horizontal stacks) and the output head.
 
-    forward(inputs, condition=None, context=None) -> logits (B, h, w, num_outputs)
-        inputs: ids (B, h, w) (embedded by the network) or embeddings (B, h, w, C) (floats);
+    forward(ids, condition=None, context=None) -> logits (B, h, w, num_outputs)
+        ids: (B, h, w) in [0, num_inputs), embedded by the network;
         condition: global conditioning (B, condition_channels), or None;
         context: local conditioning features (B, context_channels, h', w) with h' >= h: only the
             first h rows are used, so a grid generated row by row may pass the whole grid's features.
-    The logits at (r, c) depend on the inputs before (r, c) in raster order only.
+    The logits at (r, c) depend on the ids before (r, c) in raster order only.
 
     Cached generation: `init_cache(batch_size, (h, w), condition, context)`, then `step(cache,
-    inputs)` once per position in raster order; `generate` samples a grid with either path.
-
-    input_embedding: the embedding of the ids to use instead of a new nn.Embedding(num_inputs, C)
-    (stage two's prior passes its own); with num_inputs None and no input_embedding, the network
-    takes embeddings only.
+    ids)` once per position in raster order; `generate` samples a grid with either path.
     """
 
     def __init__(
         self,
-        num_inputs: int | None,
+        num_inputs: int,
         num_outputs: int,
         hidden_channels: int = 128,
         num_layers: int = 15,
@@ -138,22 +134,19 @@ class GatedPixelCNN(nn.Module):
         output_channels: int = 512,
         condition_channels: int = 0,
         context_channels: int = 0,
-        input_embedding: nn.Module | None = None,
     ):
         super().__init__()
         if kernel_size < 3 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and >= 3 (a centred k-wide row above each position), got {kernel_size}.")
-        if min(num_outputs, hidden_channels, num_layers, output_channels) < 1 or min(condition_channels, context_channels) < 0:
+        if min(num_inputs, num_outputs, hidden_channels, num_layers, output_channels) < 1 or min(condition_channels, context_channels) < 0:
             raise ValueError(
-                f"GatedPixelCNN needs positive sizes, got num_outputs={num_outputs}, hidden_channels={hidden_channels}, "
+                f"GatedPixelCNN needs positive sizes, got num_inputs={num_inputs}, num_outputs={num_outputs}, hidden_channels={hidden_channels}, "
                 f"num_layers={num_layers}, output_channels={output_channels}, condition_channels={condition_channels}, "
                 f"context_channels={context_channels}."
             )
         self.hidden_channels, self.kernel_size = hidden_channels, kernel_size
         self.num_outputs = num_outputs
-        if input_embedding is None and num_inputs:
-            input_embedding = nn.Embedding(num_inputs, hidden_channels)
-        self.code_embedding = input_embedding
+        self.code_embedding = nn.Embedding(num_inputs, hidden_channels)
         self.layers = nn.ModuleList(
             GatedLayer(hidden_channels, kernel_size, i > 0, condition_channels, context_channels) for i in range(num_layers)
         )
@@ -163,14 +156,6 @@ class GatedPixelCNN(nn.Module):
             nn.ReLU(),
             nn.Conv2d(output_channels, num_outputs, 1),
         )
-
-    def embed(self, inputs: torch.Tensor) -> torch.Tensor:
-        """ids (...) -> embeddings (..., C); floats are embeddings already."""
-        if inputs.is_floating_point():
-            return inputs
-        if self.code_embedding is None:
-            raise ValueError("this GatedPixelCNN has no input embedding (num_inputs=None): pass embeddings (B, h, w, C).")
-        return self.code_embedding(inputs)
 
     def conditioning(self, condition, context, rows: int):
         """Per layer, the (vertical, horizontal) terms added before the gates, on the first `rows` rows."""
@@ -185,9 +170,9 @@ class GatedPixelCNN(nn.Module):
             context = context[:, :, :rows]
         return [layer.conditioning(condition, context) for layer in self.layers]
 
-    def forward(self, inputs: torch.Tensor, condition: torch.Tensor | None = None, context: torch.Tensor | None = None):
-        """inputs (B, h, w) ids or (B, h, w, C) embeddings -> logits (B, h, w, num_outputs)."""
-        x = self.embed(inputs).permute(0, 3, 1, 2)  # (B, C, h, w)
+    def forward(self, ids: torch.Tensor, condition: torch.Tensor | None = None, context: torch.Tensor | None = None):
+        """ids (B, h, w) -> logits (B, h, w, num_outputs)."""
+        x = self.code_embedding(ids).permute(0, 3, 1, 2)  # (B, C, h, w)
         if context is not None and context.shape[-1] != x.shape[-1]:
             raise ValueError(f"context features are {context.shape[-1]} wide, the grid {x.shape[-1]}.")
         vertical, horizontal = x, F.pad(x, (1, 0))[..., :-1]  # mask A: the horizontal stack starts one position left
@@ -220,13 +205,13 @@ class GatedPixelCNN(nn.Module):
             horizontal_pixels=[reference.new_zeros(batch_size, channels, 1, p + 1) for _ in self.layers],
         )
 
-    def _start_row(self, cache: PixelCNNCache, inputs, row: int):
+    def _start_row(self, cache: PixelCNNCache, ids, row: int):
         """Row `row` begins: run the vertical stack over row-1 (now complete), reset the pixel caches."""
         p = self.kernel_size // 2
         cache.horizontal_pixels = [torch.zeros_like(window) for window in cache.horizontal_pixels]
         if row == 0:
             return
-        vertical = self.embed(inputs[:, row - 1]).permute(0, 2, 1).unsqueeze(2)  # (B, C, 1, w)
+        vertical = self.code_embedding(ids[:, row - 1]).permute(0, 2, 1).unsqueeze(2)  # (B, C, 1, w)
         for i, layer in enumerate(self.layers):
             rows = torch.cat([cache.vertical_rows[i][:, :, 1:], F.pad(vertical, (p, p))], dim=2)  # (B, C, p+1, w+2p)
             cache.vertical_rows[i] = rows
@@ -234,17 +219,17 @@ class GatedPixelCNN(nn.Module):
             cache.from_above[i] = layer.vertical_to_horizontal(vertical_pre)
             vertical = gated_activation(vertical_pre)  # (B, C, 1, w)
 
-    def step(self, cache: PixelCNNCache, inputs: torch.Tensor) -> torch.Tensor:
+    def step(self, cache: PixelCNNCache, ids: torch.Tensor) -> torch.Tensor:
         """The logits (B, num_outputs) at position cache.next_index (raster order), which then
-        advances. inputs: the grid, ids (B, h, w) or embeddings (B, h, w, C), filled before that
+        advances. ids: the grid (B, h, w), filled before that
         position (only the row above, when a row starts, and the left neighbour are read)."""
         row, col = divmod(cache.next_index, cache.shape[1])
         # mask A: the input left of (row, col) enters the horizontal stack; zero padding at column 0
         if col == 0:
-            self._start_row(cache, inputs, row)
-            horizontal = cache.horizontal_pixels[0].new_zeros(inputs.shape[0], self.hidden_channels, 1, 1)
+            self._start_row(cache, ids, row)
+            horizontal = cache.horizontal_pixels[0].new_zeros(ids.shape[0], self.hidden_channels, 1, 1)
         else:
-            horizontal = self.embed(inputs[:, row, col - 1])[:, :, None, None]  # (B, C, 1, 1)
+            horizontal = self.code_embedding(ids[:, row, col - 1])[:, :, None, None]  # (B, C, 1, 1)
         skips = 0
         for i, layer in enumerate(self.layers):
             window = torch.cat([cache.horizontal_pixels[i][..., 1:], horizontal], dim=-1)  # (B, C, 1, p+1)
@@ -274,24 +259,27 @@ class GatedPixelCNN(nn.Module):
         progress: bool = False,
     ) -> torch.Tensor:
         """Samples ids (B, h, w) one position at a time in raster order, each fed back as the next
-        input (the network must embed its own outputs). shape defaults to the context's grid and
-        batch_size to the conditioning's batch. use_cache=True steps through the caches, False runs
-        the network over the rows so far at every step (the slow reference): both give the same ids
-        for the same generator."""
-        if self.code_embedding is None:
-            raise ValueError("generate feeds sampled ids back: this GatedPixelCNN has no input embedding.")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        input. shape defaults to the context's grid and batch_size to the conditioning's batch.
+        use_cache=True steps through the caches, False runs the network over the rows so far at
+        every step (the slow reference): both give the same ids for the same generator."""
         known = context if context is not None else condition
         batch_size = batch_size if batch_size is not None else (known.shape[0] if known is not None else None)
         shape = tuple(shape) if shape is not None else (tuple(context.shape[-2:]) if context is not None else None)
         if batch_size is None or shape is None or len(shape) != 2:
             raise ValueError("generate needs the grid: pass context features (B, L, h, w), or shape=(h, w) and batch_size.")
-        (h, w), device = shape, self.layers[0].vertical_conv.weight.device
-        ids = torch.zeros(batch_size, h, w, dtype=torch.long, device=device)
-        cache = self.init_cache(batch_size, shape, condition, context) if use_cache else None
-        for index in tqdm(range(h * w), desc="decode", unit="position", disable=not progress, leave=False):
+        h, w = shape
+
+        def full_logits(tokens, index):
             row, col = divmod(index, w)
-            logits = self.step(cache, ids) if use_cache else self(ids[:, : row + 1], condition, context)[:, row, col]
-            ids[:, row, col] = sample_from_logits(logits, temperature, top_k, generator)
-        return ids
+            return self(tokens.view(batch_size, h, w)[:, : row + 1], condition, context)[:, row, col]
+
+        def start_cache():
+            cache = self.init_cache(batch_size, shape, condition, context)
+            return lambda tokens, index: self.step(cache, tokens.view(batch_size, h, w))
+
+        tokens = sample_autoregressive(
+            batch_size, h * w, self.num_outputs, full_logits=full_logits, start_cache=start_cache, use_cache=use_cache,
+            temperature=temperature, top_k=top_k, generator=generator, device=self.code_embedding.weight.device,
+            progress=progress, desc="decode",
+        )  # fmt: skip
+        return tokens.view(batch_size, h, w)
