@@ -2,11 +2,18 @@
 
 from transformers import AutoConfig, AutoModel
 
-from .generator import VQGenerator, VQGeneratorConfig
+from .bundle import VQGenerator, VQGeneratorConfig, write_bundle
 from .pixelcnn import PixelCNNConfig, PixelCNNPrior
 from .prior import AutoregressivePrior, PriorConfig, PriorOutput, sample_hierarchy
 from .transformer import TransformerConfig, TransformerPrior
 from .wavenet import WaveNetConfig, WaveNetPrior
+
+# --prior NAME -> (config class, model class)
+PRIORS = {
+    "pixelcnn": (PixelCNNConfig, PixelCNNPrior),
+    "wavenet": (WaveNetConfig, WaveNetPrior),
+    "transformer": (TransformerConfig, TransformerPrior),
+}
 
 AutoConfig.register(PixelCNNConfig.model_type, PixelCNNConfig)
 AutoModel.register(PixelCNNConfig, PixelCNNPrior)
@@ -18,6 +25,7 @@ AutoConfig.register(VQGeneratorConfig.model_type, VQGeneratorConfig)
 AutoModel.register(VQGeneratorConfig, VQGenerator)
 
 __all__ = [
+    "PRIORS",
     "AutoregressivePrior",
     "PixelCNNConfig",
     "PixelCNNPrior",
@@ -30,4 +38,5 @@ __all__ = [
     "WaveNetConfig",
     "WaveNetPrior",
     "sample_hierarchy",
+    "write_bundle",
 ]

@@ -15,62 +15,46 @@ The prior supplies its conditioning, both known in full before sampling:
 Context (a lower level of VQ-VAE-2, conditioned on the codes of the level above): the upper codes
 are embedded, upsampled onto the grid (nearest, integer ratio) and smoothed by conv3x3-relu-conv3x3;
 each layer projects them by a 1x1 (S_v, S_h; section 2.3's location-dependent conditioning).
-
-The network's modules are the prior's own (`code_embedding`, `layers`, `head`), so checkpoints keep
-the keys they had when the network was written here; `self.network` is a second handle on them.
 """
 
-from __future__ import annotations
+from dataclasses import field
 
+from huggingface_hub.dataclasses import strict
 from torch import nn
 
-from stage1_tokenizer.pixelcnn import GatedPixelCNN, PixelCNNCache
+from stage1_tokenizer.common.pixelcnn import GatedPixelCNN, PixelCNNCache
 
 from .prior import AutoregressivePrior, PriorConfig, upsample_context
 
 
+@strict
 class PixelCNNConfig(PriorConfig):
-    r"""
-    Args (and those of `PriorConfig`: codebook_size, code_shape (h, w), num_classes, context_shape, ...):
-        hidden_channels (`int`, 128): C, the width of both stacks and of the class embedding.
-        num_layers (`int`, 15): gated layers, each with a vertical and a horizontal half.
-        kernel_size (`int`, 5): k, odd and >= 3; the vertical kernel is (k//2+1) x k, the
-            horizontal one 1 x (k//2+1). L layers reach L*(k//2)+1 rows up, L*(k//2) columns right
-            and L*(k//2)+1 columns left.
-        output_channels (`int`, 512): hidden width of the output head (relu, 1x1, relu, 1x1 -> K).
-        context_channels (`int`, 128): width of the context (upper-level codes) features.
-    """
+    r"""The gated PixelCNN prior's configuration (and `PriorConfig`'s fields)."""
 
     model_type = "vqgen-pixelcnn-prior"
 
-    def __init__(
-        self,
-        hidden_channels: int = 128,
-        num_layers: int = 15,
-        kernel_size: int = 5,
-        output_channels: int = 512,
-        context_channels: int = 128,
-        **kwargs,
-    ):
-        self.hidden_channels = hidden_channels
-        self.num_layers = num_layers
-        self.kernel_size = kernel_size
-        self.output_channels = output_channels
-        self.context_channels = context_channels
-        super().__init__(**kwargs)
+    hidden_channels: int = field(default=128, metadata={"help": "C, the width of both stacks and of the class embedding."})
+    num_layers: int = field(default=15, metadata={"help": "Gated layers, each with a vertical and a horizontal half."})
+    kernel_size: int = field(
+        default=5,
+        metadata={"help": "k, odd and >= 3: vertical kernel (k//2+1) x k, horizontal 1 x (k//2+1); L layers reach L*(k//2)+1 rows up."},
+    )
+    output_channels: int = field(default=512, metadata={"help": "Hidden width of the output head (relu, 1x1, relu, 1x1 -> K)."})
+    context_channels: int = field(default=128, metadata={"help": "Width of the context (upper-level codes) features."})
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
         if len(self.code_shape) != 2:
             raise ValueError(
                 f"PixelCNN models 2-D code grids: code_shape must be (h, w), got {self.code_shape}; "
                 "use the WaveNet or transformer prior for sequences."
             )
-        if kernel_size < 3 or kernel_size % 2 == 0:
+        if self.kernel_size < 3 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and >= 3 (a centred k-wide row above each position), got {self.kernel_size}.")
+        if min(self.hidden_channels, self.num_layers, self.output_channels, self.context_channels) < 1:
             raise ValueError(
-                f"kernel_size must be odd and >= 3 (a centred k-wide row above each position), got {kernel_size}."
-            )
-        if min(hidden_channels, num_layers, output_channels, context_channels) < 1:
-            raise ValueError(
-                f"PixelCNNConfig needs positive widths and layers, got hidden_channels={hidden_channels}, "
-                f"num_layers={num_layers}, output_channels={output_channels}, context_channels={context_channels}."
+                f"PixelCNNConfig needs positive widths and layers, got hidden_channels={self.hidden_channels}, "
+                f"num_layers={self.num_layers}, output_channels={self.output_channels}, context_channels={self.context_channels}."
             )
 
 
@@ -80,8 +64,6 @@ class PixelCNNPrior(AutoregressivePrior):
     def __init__(self, config: PixelCNNConfig):
         super().__init__(config)
         c = config
-        # Built in the order (and under the names) they always had: the same seed gives the same weights.
-        self.code_embedding = nn.Embedding(c.codebook_size, c.hidden_channels)
         if c.num_classes:
             self.class_embedding = nn.Embedding(c.num_classes + 1, c.hidden_channels)  # last row: null class
         if c.context_shape is not None:
@@ -91,16 +73,11 @@ class PixelCNNPrior(AutoregressivePrior):
                 nn.ReLU(),
                 nn.Conv2d(c.context_channels, c.context_channels, 3, padding=1),
             )
-        network = GatedPixelCNN(
+        self.network = GatedPixelCNN(
             c.codebook_size, c.codebook_size, c.hidden_channels, c.num_layers, c.kernel_size, c.output_channels,
             condition_channels=c.hidden_channels if c.num_classes else 0,
             context_channels=c.context_channels if c.context_shape is not None else 0,
-            input_embedding=self.code_embedding,
         )  # fmt: skip
-        # The network's layers and head are registered as the prior's own (state_dict keys layers.*,
-        # head.*); `network` is a plain attribute, not a second registration of the same modules.
-        self.layers, self.head = network.layers, network.head
-        object.__setattr__(self, "network", network)
         self.post_init()
 
     def _init_weights(self, module):

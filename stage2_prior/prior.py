@@ -14,80 +14,75 @@ A prior models p(codes | condition, context) autoregressively in raster order (t
         (B, *code_shape) whose positions before `index` are filled.
 """
 
-from __future__ import annotations
-
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
-from transformers import PretrainedConfig, PreTrainedModel
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from stage1_tokenizer.checks import check_ids_in_range
-from stage1_tokenizer.wavenet import sample_from_logits
+from stage1_tokenizer.common.checks import check_ids_in_range
+from stage1_tokenizer.common.loading import StrictLoading
+from stage1_tokenizer.common.sampling import sample_autoregressive
 
 
-class PriorConfig(PretrainedConfig):
-    r"""The fields every prior shares; each model's config adds its own.
+@strict
+class PriorConfig(PreTrainedConfig):
+    r"""The fields every prior shares; each model's config adds its own. The training command
+    fills the first seven from the code dataset (`DERIVED_FIELDS`)."""
 
-    Args:
-        codebook_size (`int`, 512): K, the tokenizer's codebook size.
-        code_shape (`tuple`, (7, 7)): the code grid (h, w) of the modelled level, or (T,) for sequences.
-        num_classes (`int`, 0): classes (or speakers) of `condition`; 0 for an unconditional prior.
-        condition_dropout (`float`, 0.0): probability of replacing the condition by the null class
-            while training, which classifier-free guidance needs (0.1 is usual).
-        context_shape (`tuple` or None): code grid of the level above, for a lower-level prior.
-        context_codebook_size (`int` or None): K of the level above (defaults to codebook_size).
-        tokenizer_fingerprint (`str` or None): the fingerprint of the tokenizer whose codes this
-            prior was trained on (`stage1_tokenizer.encode.tokenizer_fingerprint`).
-        level (`int`, 0): which of the tokenizer's levels it models, 0 = top.
-    """
+    codebook_size: int = field(default=512, metadata={"help": "K, the tokenizer's codebook size."})
+    code_shape: list[int] | tuple[int, ...] = field(
+        default_factory=lambda: [7, 7], metadata={"help": "The code grid [h, w] of the modelled level, or [T] for sequences."}
+    )
+    num_classes: int = field(default=0, metadata={"help": "Classes (or speakers) of `condition`; 0 for an unconditional prior."})
+    context_shape: list[int] | tuple[int, ...] | None = field(
+        default=None, metadata={"help": "The code grid of the level above, for a lower-level prior."}
+    )
+    context_codebook_size: int | None = field(default=None, metadata={"help": "K of the level above (default: codebook_size)."})
+    tokenizer_fingerprint: str | None = field(
+        default=None,
+        metadata={"help": "Fingerprint of the tokenizer whose codes it was trained on (stage1_tokenizer.code_dataset.tokenizer_fingerprint)."},
+    )
+    level: int = field(default=0, metadata={"help": "Which of the tokenizer's levels it models, 0 = top."})
+    condition_dropout: float = field(
+        default=0.0,
+        metadata={"help": "Probability of replacing the condition by the null class while training; classifier-free guidance needs it (0.1 is usual)."},
+    )
 
-    def __init__(
-        self,
-        codebook_size: int = 512,
-        code_shape=(7, 7),
-        num_classes: int = 0,
-        condition_dropout: float = 0.0,
-        context_shape=None,
-        context_codebook_size: int | None = None,
-        tokenizer_fingerprint: str | None = None,
-        level: int = 0,
-        **kwargs,
-    ):
-        self.codebook_size = codebook_size
-        self.code_shape = list(code_shape)
-        self.num_classes = num_classes
-        self.condition_dropout = condition_dropout
-        self.context_shape = list(context_shape) if context_shape is not None else None
-        self.context_codebook_size = context_codebook_size or (codebook_size if context_shape is not None else None)
-        self.tokenizer_fingerprint = tokenizer_fingerprint
-        self.level = level
-        if codebook_size < 2:
-            raise ValueError(f"codebook_size must be at least 2, got {codebook_size}.")
+    def __post_init__(self, **kwargs):
+        self.code_shape = list(self.code_shape)
+        self.context_shape = list(self.context_shape) if self.context_shape is not None else None
+        if self.context_codebook_size is None and self.context_shape is not None:
+            self.context_codebook_size = self.codebook_size
+        if self.codebook_size < 2:
+            raise ValueError(f"codebook_size must be at least 2, got {self.codebook_size}.")
         if len(self.code_shape) not in (1, 2) or min(self.code_shape) < 1:
-            raise ValueError(f"code_shape must be (h, w) or (T,) of positive sizes, got {code_shape}.")
-        if num_classes < 0 or not 0.0 <= condition_dropout < 1.0:
+            raise ValueError(f"code_shape must be (h, w) or (T,) of positive sizes, got {self.code_shape}.")
+        if self.num_classes < 0 or not 0.0 <= self.condition_dropout < 1.0:  # NaN fails too
             raise ValueError(
-                f"num_classes must be >= 0 and condition_dropout in [0, 1), got {num_classes} and {condition_dropout}."
+                f"num_classes must be >= 0 and condition_dropout in [0, 1), got {self.num_classes} and {self.condition_dropout}."
             )
-        if condition_dropout > 0 and num_classes == 0:
+        if self.condition_dropout > 0 and self.num_classes == 0:
             raise ValueError("condition_dropout needs a conditional prior: set num_classes.")
         if self.context_shape is not None and (
             len(self.context_shape) != len(self.code_shape)
             or any(side % ctx for side, ctx in zip(self.code_shape, self.context_shape))
         ):
             raise ValueError(
-                f"context_shape {context_shape} must have as many axes as code_shape {code_shape} and divide it "
+                f"context_shape {self.context_shape} must have as many axes as code_shape {self.code_shape} and divide it "
                 "(the upper level's codes are upsampled onto the grid by an integer factor)."
             )
-        super().__init__(**kwargs)
+        super().__post_init__(**kwargs)
 
     @property
     def sequence_length(self) -> int:
         return math.prod(self.code_shape)
+
+
+DERIVED_FIELDS = ("codebook_size", "code_shape", "num_classes", "context_shape", "context_codebook_size", "tokenizer_fingerprint", "level")
 
 
 @dataclass
@@ -105,7 +100,7 @@ def upsample_context(features: torch.Tensor, code_shape) -> torch.Tensor:
     return F.interpolate(features, size=tuple(code_shape), mode="nearest")
 
 
-class AutoregressivePrior(PreTrainedModel):
+class AutoregressivePrior(StrictLoading, PreTrainedModel):
     config_class = PriorConfig
     main_input_name = "codes"
 
@@ -229,12 +224,8 @@ class AutoregressivePrior(PreTrainedModel):
                     + (f" (sequences of {longest})" if len(c.code_shape) == 1 and c.context_shape is None else "")
                     + f", got shape={shape}."
                 )
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}; use top_k=1 for greedy decoding.")
-        if top_k is not None and not 1 <= top_k <= c.codebook_size:
-            raise ValueError(f"top_k must lie in 1..{c.codebook_size} (the codebook size), got {top_k}.")
         guided = guidance_scale is not None and guidance_scale != 1.0
         if guided and (c.num_classes == 0 or c.condition_dropout == 0):
             raise ValueError(
@@ -251,24 +242,25 @@ class AutoregressivePrior(PreTrainedModel):
                 condition = torch.cat([condition, torch.full_like(condition, self.null_condition)])
                 context = None if context is None else torch.cat([context, context])
                 rows = 2 * batch_size
-            codes = torch.zeros(rows, *shape, dtype=torch.long, device=self.device)
-            flat = codes.view(rows, -1)
             row_length = math.prod(shape[1:])
-            cache = self._init_cache(rows, condition, context) if use_cache else None
-            for index in tqdm(range(flat.shape[1]), desc="sample", disable=not progress, leave=False):
-                if use_cache:
-                    logits = self._cached_logits(cache, codes, index)
-                else:  # the network over the rows generated so far
-                    rows_so_far = index // row_length + 1
-                    logits = self._logits(codes[:, :rows_so_far], condition, context).reshape(rows, -1, c.codebook_size)[:, index]
-                if guided:
-                    conditional, unconditional = logits.float().chunk(2)
-                    logits = unconditional + guidance_scale * (conditional - unconditional)
-                sample = sample_from_logits(logits, temperature, top_k, generator)
-                flat[:, index] = sample.repeat(2) if guided else sample
+
+            def full_logits(tokens, index):  # the network over the rows generated so far
+                rows_so_far = index // row_length + 1
+                codes = tokens.view(rows, *shape)[:, :rows_so_far]
+                return self._logits(codes, condition, context).reshape(rows, -1, c.codebook_size)[:, index]
+
+            def start_cache():
+                cache = self._init_cache(rows, condition, context)
+                return lambda tokens, index: self._cached_logits(cache, tokens.view(rows, *shape), index)
+
+            tokens = sample_autoregressive(
+                rows, math.prod(shape), c.codebook_size, full_logits=full_logits, start_cache=start_cache,
+                use_cache=use_cache, temperature=temperature, top_k=top_k, generator=generator,
+                guidance_scale=guidance_scale if guided else None, device=self.device, progress=progress,
+            )  # fmt: skip
         finally:
             self.train(was_training)
-        return codes[:batch_size]
+        return tokens.view(batch_size, *shape)
 
     def _logits(self, codes, condition, context):
         raise NotImplementedError

@@ -3,69 +3,68 @@
     python -m stage1_tokenizer.encode --tokenizer runs/fmnist/model --split train --output_dir codes/fmnist-train
     python -m stage1_tokenizer.encode --tokenizer runs/fmnist/model --split test --output_dir codes/fmnist-test
     accelerate launch -m stage2_prior.train recipes/fashion_mnist_prior.yaml
-    accelerate launch -m stage2_prior.train --prior pixelcnn --tokenizer runs/fmnist/model \
+    accelerate launch -m stage2_prior.train --prior pixelcnn --model.num_layers 8 --tokenizer runs/fmnist/model \
         --train_codes codes/fmnist-train --eval_codes codes/fmnist-test --output_dir runs/fmnist-prior
 
-The loop is stage one's (`stage1_tokenizer.training.train`): Accelerate, checkpoints, exact
-resume, TensorBoard, tqdm. Code datasets made by another tokenizer than `--tokenizer` are refused.
-The prior's config records the tokenizer's codebook size, code grid, labels and fingerprint.
-`--level 1` trains the bottom prior of a two-level tokenizer, conditioned on the top codes.
-Speech codes (an audio tokenizer's, one sequence per utterance) are modelled in windows of
-`--code_length` codes, conditioned on the speaker:
+The loop is the shared one (`stage1_tokenizer.common.training`): Accelerate, checkpoints, exact
+resume, TensorBoard, tqdm. The model's fields are the chosen prior's config (`--prior`, then a
+recipe's `model:` mapping or `--model.NAME`; `--prior pixelcnn --help` lists PixelCNN's); the
+fields the codes decide (codebook size, code grid, classes, fingerprint) are read from them.
+Code datasets made by another tokenizer than `--tokenizer` are refused. `--level 1` trains the
+bottom prior of a two-level tokenizer, conditioned on the top codes. Speech codes (an audio
+tokenizer's, one sequence per utterance) are modelled in windows of `--code_length` codes,
+conditioned on the speaker:
 
     accelerate launch -m stage2_prior.train recipes/speech_prior.yaml
 
 Evaluation reports the held-out negative log-likelihood in nats per code and in bits per input
 dimension (the codes' share: total nats of an image's codes / (pixels x channels x ln 2); for
-audio, per sample), summed over all processes, and writes a PNG with one row of decoded samples
-per class (audio: a WAV per speaker and their spectrograms).
+audio, per sample), over all processes, and writes a PNG with one row of decoded samples per
+class (audio: a WAV per speaker and their spectrograms).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from torch.utils.data import Dataset, default_collate
 from transformers import AutoModel
 
 from stage1_tokenizer import LatentVQVAEModel, VQVAEModel
-from stage1_tokenizer.encode import load_code_dataset
-from stage1_tokenizer.training import TrainingConfig, parse_recipe_args, train
-from stage1_tokenizer.visualize import plot_spectrograms, save_image_grid, save_wav
+from stage1_tokenizer.code_dataset import CodeDataset, SequenceWindows, load_code_dataset
+from stage1_tokenizer.common.files import check_output_dir
+from stage1_tokenizer.common.hub import check_local_or_hub
+from stage1_tokenizer.common.recipes import parse_command, peek_option
+from stage1_tokenizer.common.training import TrainingConfig, eval_loader, prepare_output_dir, train
+from stage1_tokenizer.common.visualize import plot_spectrograms, save_image_grid, save_wav
 
-from .generator import write_bundle
-from .pixelcnn import PixelCNNConfig, PixelCNNPrior
-from .prior import AutoregressivePrior
-from .transformer import TransformerConfig, TransformerPrior
-from .wavenet import WaveNetConfig, WaveNetPrior
-
-PRIORS = {
-    "pixelcnn": (PixelCNNConfig, PixelCNNPrior),
-    "wavenet": (WaveNetConfig, WaveNetPrior),
-    "transformer": (TransformerConfig, TransformerPrior),
-}
+from . import PRIORS
+from .bundle import write_bundle
+from .prior import DERIVED_FIELDS, AutoregressivePrior
 
 
 @dataclass
 class PriorArguments:
-    prior: str = field(default="transformer", metadata={"help": f"One of {', '.join(PRIORS)}."})
-    prior_config: str = field(
-        default="{}", metadata={"help": 'JSON of the prior\'s own config fields, e.g. \'{"num_layers": 6}\'.'}
-    )
+    prior: str = field(default="transformer", metadata={"help": f"One of {', '.join(PRIORS)}; the model's fields follow it."})
     conditional: bool = field(default=True, metadata={"help": "Condition on the labels (when the codes have them)."})
-    condition_dropout: float = field(default=0.0, metadata={"help": "For classifier-free guidance, e.g. 0.1."})
     level: int = field(default=0, metadata={"help": "Tokenizer level to model: 0 = top; 1 = bottom, given the top."})
+    context: bool = field(
+        default=True,
+        metadata={"help": "A lower level sees the codes of the level above (false: the ablation without them)."},
+    )
+
+    def __post_init__(self):
+        if self.prior not in PRIORS:
+            raise ValueError(f"--prior {self.prior!r} is unknown; choose one of {', '.join(PRIORS)}.")
 
 
 @dataclass
 class CodeDataArguments:
-    tokenizer: str = field(default=None, metadata={"help": "The tokenizer's save_pretrained folder (required)."})
-    train_codes: str = field(default=None, metadata={"help": "Code dataset to train on (stage1_tokenizer.encode)."})
+    tokenizer: str | None = field(default=None, metadata={"help": "The tokenizer's model folder (required)."})
+    train_codes: str | None = field(default=None, metadata={"help": "Code dataset to train on (stage1_tokenizer.encode)."})
     eval_codes: str | None = field(default=None, metadata={"help": "Held-out code dataset (same tokenizer)."})
     eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on the first N held-out examples."})
     samples_per_class: int = field(default=8, metadata={"help": "Decoded samples per class in each PNG (0: none)."})
@@ -79,87 +78,29 @@ class CodeDataArguments:
     code_length: int = field(default=256, metadata={"help": "Audio codes: codes per training window of the modelled level."})
 
 
-class CodeDataset(Dataset):
-    """Items {"codes": (h, w), "context": (h', w') or absent, "label": int or absent} of one level."""
-
-    def __init__(self, codes, level: int, conditional: bool, limit: int | None = None):
-        columns = [f"codes_{level}"] + ([f"codes_{level - 1}"] if level > 0 else [])
-        if conditional:
-            columns.append("label")
-        if limit is not None:
-            codes = codes.select(range(min(limit, len(codes))))
-        table = codes.with_format("torch", columns=columns)[:]  # {column: tensor}, all rows
-        self.codes = table[f"codes_{level}"].long()
-        self.context = table[f"codes_{level - 1}"].long() if level > 0 else None
-        self.labels = table["label"].long() if conditional else None
-
-    def __len__(self):
-        return len(self.codes)
-
-    def __getitem__(self, i):
-        item = {"codes": self.codes[i]}
-        if self.context is not None:
-            item["context"] = self.context[i]
-        if self.labels is not None:
-            item["label"] = self.labels[i]
-        return item
-
-
-class SequenceWindows(Dataset):
-    """Windows of `length` codes out of code sequences of any length (speech: one per utterance),
-    as CodeDataset items. Training windows start at random (the global torch RNG, which resume
-    restores); held-out ones are each sequence's middle. A lower level's window starts at an even
-    code, under the `length // 2` codes of the level above that form its context. Sequences
-    shorter than a window are left out."""
-
-    def __init__(self, codes, level: int, conditional: bool, length: int, random: bool, limit: int | None = None):
-        if length < 2 or (level > 0 and length % 2):
-            raise ValueError(f"--code_length must be at least 2 (and even for a lower level), got {length}.")
-        if limit is not None:
-            codes = codes.select(range(min(limit, len(codes))))
-        sequences = codes[f"codes_{level}"]
-        keep = [i for i, sequence in enumerate(sequences) if len(sequence) >= length]
-        if not keep:
-            longest = max(map(len, sequences), default=0)
-            raise ValueError(f"no code sequence is as long as --code_length {length} (the longest has {longest}); lower it.")
-        self.sequences = [torch.tensor(sequences[i], dtype=torch.long) for i in keep]
-        self.context = [torch.tensor(codes[f"codes_{level - 1}"][i], dtype=torch.long) for i in keep] if level > 0 else None
-        self.labels = torch.tensor(codes["label"], dtype=torch.long)[keep] if conditional else None
-        self.length, self.random, self.skipped = length, random, len(sequences) - len(keep)
-
-    def __len__(self):
-        return len(self.sequences)
-
-    def __getitem__(self, i):
-        sequence, stride = self.sequences[i], 2 if self.context is not None else 1
-        room = (len(sequence) - self.length) // stride
-        start = stride * (int(torch.randint(room + 1, ())) if self.random else room // 2)
-        item = {"codes": sequence[start : start + self.length]}
-        if self.context is not None:
-            item["context"] = self.context[i][start // 2 : (start + self.length) // 2]
-        if self.labels is not None:
-            item["label"] = self.labels[i]
-        return item
+def _context(model, batch):
+    """The level above's codes, for a prior that takes them (not for the ablation without context)."""
+    wants_context = getattr(model, "module", model).config.context_shape is not None  # DDP wraps the model
+    return batch.get("context") if wants_context else None
 
 
 def compute_loss(model, batch):
-    loss = model(batch["codes"], batch.get("label"), batch.get("context")).loss
+    loss = model(batch["codes"], batch.get("label"), _context(model, batch)).loss
     return loss, {"nll_nats_per_code": loss.detach()}
 
 
 @torch.no_grad()
 def negative_log_likelihood(model: AutoregressivePrior, dataset, accelerator, batch_size: int = 256) -> dict:
-    """Held-out NLL, each process scoring its shard, the sums reduced across processes."""
-    shard = range(accelerator.process_index, len(dataset), accelerator.num_processes)
-    total = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-    for start in range(0, len(shard), batch_size):
-        batch = default_collate([dataset[i] for i in shard[start : start + batch_size]])
-        batch = {name: value.to(accelerator.device) for name, value in batch.items()}
-        output = model(batch["codes"], batch.get("label"), batch.get("context"))
-        total += output.loss.double() * batch["codes"].numel()
-    total = accelerator.reduce(total, reduction="sum").item()
+    """Held-out NLL: every process scores its share, `gather_for_metrics` brings each example's
+    total together, in order (the same sums with 1 process or many)."""
+    totals = []
+    for batch in eval_loader(accelerator, dataset, batch_size):
+        logits = model(batch["codes"], batch.get("label"), _context(model, batch)).logits
+        nats = torch.nn.functional.cross_entropy(logits.movedim(-1, 1).float(), batch["codes"], reduction="none")
+        totals.append(accelerator.gather_for_metrics(nats.flatten(1).sum(1, dtype=torch.float64)))  # (B,)
+    totals = torch.cat(totals)
     codes_per_example = dataset[0]["codes"].numel()
-    return {"nll_nats_per_code": total / (len(dataset) * codes_per_example), "nll_nats_per_example": total / len(dataset)}
+    return {"nll_nats_per_code": totals.sum().item() / (len(totals) * codes_per_example), "nll_nats_per_example": totals.mean().item()}
 
 
 def make_evaluate(eval_dataset, tokenizer: VQVAEModel, args: CodeDataArguments, output_dir: Path, level: int):
@@ -211,24 +152,24 @@ def write_speaker_samples(prior, tokenizer, args, folder: Path) -> Path | None:
 def write_class_samples(prior, tokenizer, eval_dataset, args, path: Path) -> Path | None:
     """One row of decoded samples per class (one row if unconditional). A bottom-level prior
     is sampled given held-out top codes of that class; a top prior of a two-level tokenizer has
-    no bottom codes to decode with, so it writes nothing."""
+    no bottom codes to decode with, so it writes nothing; nor does a bottom prior trained without
+    the top codes (an ablation: its samples have no top codes that go with them)."""
     levels = tokenizer.config.num_levels
-    if prior.config.level == 0 and levels == 2:
+    if levels == 2 and (prior.config.level == 0 or prior.config.context_shape is None):
         return None
     n = args.samples_per_class
     classes = range(min(prior.config.num_classes, args.sample_classes)) if prior.config.num_classes else [None]
     generator = torch.Generator(device=prior.device).manual_seed(0)
     tokenizer = tokenizer.to(prior.device)
+    labels = eval_dataset.labels
     rows = []
     for label in classes:
         context = None
-        if eval_dataset.context is not None:  # held-out top codes (of that class when labelled)
-            pool = torch.arange(len(eval_dataset))
-            if label is not None:
-                pool = pool[eval_dataset.labels == label]
-            context = eval_dataset.context[pool[:n]].to(prior.device)
-            if len(context) < n:
+        if prior.config.context_shape is not None:  # held-out top codes (of that class when labelled)
+            pool = torch.arange(len(eval_dataset)) if label is None or labels is None else torch.nonzero(labels == label).squeeze(1)
+            if len(pool) < n:
                 continue
+            context = eval_dataset.contexts(pool[:n].tolist()).to(prior.device)
         condition = None if label is None else torch.full((n,), label, dtype=torch.long, device=prior.device)
         codes = prior.generate(n, condition=condition, context=context, temperature=args.sample_temperature, generator=generator)
         rows.append(tokenizer.decode([context, codes] if context is not None else [codes]).cpu())
@@ -237,43 +178,54 @@ def write_class_samples(prior, tokenizer, eval_dataset, args, path: Path) -> Pat
     return save_image_grid(rows, path)
 
 
-def build_prior(
-    prior_args: PriorArguments, metadata: dict, tokenizer: VQVAEModel, has_labels: bool, code_length: int = 256
-) -> AutoregressivePrior:
-    if prior_args.prior not in PRIORS:
-        raise ValueError(f"--prior {prior_args.prior!r} is unknown; choose one of {', '.join(PRIORS)}.")
+def prior_config(
+    kind: str, model_fields: dict, metadata: dict, level: int, conditional: bool, code_length: int = 256, context: bool = True
+):
+    """The prior's config: the user's fields, and those the code dataset decides."""
     levels = metadata["num_levels"]
-    if not 0 <= prior_args.level < levels:
-        raise ValueError(f"--level {prior_args.level} does not exist: the tokenizer has {levels} level(s), 0 = top.")
-    try:
-        options = json.loads(prior_args.prior_config)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--prior_config must be a JSON object, got {prior_args.prior_config!r}: {error}") from None
-    config_class, model_class = PRIORS[prior_args.prior]
+    if not 0 <= level < levels:
+        raise ValueError(f"--level {level} does not exist: the tokenizer has {levels} level(s), 0 = top.")
+    config_class, _ = PRIORS[kind]
     id2label = {int(k): v for k, v in metadata["id2label"].items()}
-    conditional = prior_args.conditional and has_labels
     if metadata.get("modality") == "audio":  # sequences of any length, modelled in windows
-        grids = [[code_length // 2 ** (prior_args.level - level)] for level in range(levels)]
+        grids = [[code_length // 2 ** (level - upper)] for upper in range(levels)]
     else:
         grids = metadata["code_grids"]
-    config = config_class(
+    fields = dict(model_fields)
+    if not conditional:
+        fields["condition_dropout"] = 0.0
+    return config_class(
+        **fields,
         codebook_size=metadata["codebook_size"],
-        code_shape=grids[prior_args.level],
-        context_shape=grids[prior_args.level - 1] if prior_args.level > 0 else None,
+        code_shape=list(grids[level]),
+        context_shape=list(grids[level - 1]) if level > 0 and context else None,
         num_classes=(max(id2label) + 1 if id2label else metadata.get("num_classes", 0)) if conditional else 0,
-        condition_dropout=prior_args.condition_dropout if conditional else 0.0,
         tokenizer_fingerprint=metadata["tokenizer_fingerprint"],
-        level=prior_args.level,
+        level=level,
         **({"id2label": id2label} if conditional and id2label else {}),
-        **options,
     )
-    return model_class(config)
+
+
+def parse_args(argv=None):
+    """(the prior's config fields, prior arguments, data arguments, training config)."""
+    kind = peek_option(argv, "prior", PriorArguments.prior)
+    if kind not in PRIORS:
+        raise ValueError(f"--prior {kind!r} is unknown; choose one of {', '.join(PRIORS)}.")
+    return parse_command(
+        argv, (PriorArguments, CodeDataArguments, TrainingConfig), PRIORS[kind][0], derived=DERIVED_FIELDS, description=__doc__
+    )
 
 
 def main(argv=None) -> tuple[AutoregressivePrior, dict]:
-    prior_args, data_args, training = parse_recipe_args((PriorArguments, CodeDataArguments, TrainingConfig), argv)
+    model_fields, prior_args, data_args, training = parse_args(argv)
     if data_args.tokenizer is None or data_args.train_codes is None:
         raise ValueError("pass --tokenizer (a tokenizer folder) and --train_codes (its code dataset).")
+    # bad model settings fail here, before any data is read (the classes, read from the codes later, as one)
+    PRIORS[prior_args.prior][0](**model_fields, num_classes=1)
+    prepare_output_dir(training)
+    if data_args.bundle_dir is not None:
+        check_output_dir(data_args.bundle_dir, training.overwrite_output_dir, flag="--overwrite_output_dir")
+    check_local_or_hub(data_args.tokenizer, "--tokenizer")
     tokenizer = AutoModel.from_pretrained(data_args.tokenizer).eval()  # a VQVAEModel, or a LatentVQVAEModel
     train_codes, metadata = load_code_dataset(data_args.train_codes, tokenizer)
     has_labels = "label" in train_codes.column_names
@@ -287,14 +239,17 @@ def main(argv=None) -> tuple[AutoregressivePrior, dict]:
     if prior_args.conditional and not has_labels:
         print(f"{data_args.train_codes} has no labels: training an unconditional prior.")
     conditional = prior_args.conditional and has_labels
+    config = prior_config(prior_args.prior, model_fields, metadata, prior_args.level, conditional, data_args.code_length, prior_args.context)
     torch.manual_seed(training.seed)
-    model = build_prior(prior_args, metadata, tokenizer, has_labels, data_args.code_length)
+    model = PRIORS[prior_args.prior][1](config)
     audio = metadata.get("modality") == "audio"
 
     def dataset(codes, train: bool, limit=None):
         if not audio:
             return CodeDataset(codes, prior_args.level, conditional, limit)
-        windows = SequenceWindows(codes, prior_args.level, conditional, data_args.code_length, random=train, limit=limit)
+        windows = SequenceWindows(
+            codes, prior_args.level, conditional, data_args.code_length, random=train, limit=limit, seed=training.seed
+        )
         if windows.skipped:
             print(f"left out {windows.skipped} {'training' if train else 'held-out'} sequences shorter than --code_length {data_args.code_length}")
         return windows
@@ -311,11 +266,12 @@ def main(argv=None) -> tuple[AutoregressivePrior, dict]:
         training,
         compute_loss=compute_loss,
         evaluate=evaluate,
-        run_config={**asdict(prior_args), **asdict(data_args)},
+        run_config={**{f"model.{k}": v for k, v in model_fields.items()}, **asdict(prior_args), **asdict(data_args)},
     )
     if data_args.bundle_dir is not None and PartialState().is_main_process:
         write_bundle(data_args.tokenizer, [Path(training.output_dir) / "model"], data_args.bundle_dir,
-                     label_set=data_args.label_set, training_data=metadata.get("dataset"))  # fmt: skip
+                     label_set=data_args.label_set, training_data=metadata.get("dataset"),
+                     overwrite=training.overwrite_output_dir)  # fmt: skip
         print(f"wrote the generator bundle to {data_args.bundle_dir}")
     return model, metrics
 

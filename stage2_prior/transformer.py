@@ -13,38 +13,39 @@ training (config.condition_dropout) teaches the null-class prefix, which `genera
 `guidance_scale` uses.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub.dataclasses import strict
 from torch import nn
 
 from .prior import AutoregressivePrior, PriorConfig, upsample_context
 
 
+@strict
 class TransformerConfig(PriorConfig):
-    r"""
-    Args (and those of `PriorConfig`: codebook_size, code_shape, num_classes, context_shape, ...):
-        hidden_size (`int`, 256): width of the residual stream.
-        num_layers (`int`, 8): transformer blocks.
-        num_heads (`int`, 8): attention heads; hidden_size must be divisible by it.
-        mlp_ratio (`int`, 4): MLP hidden width / hidden_size.
-        dropout (`float`, 0.0): dropout on attention weights and residual branches while training.
-    """
+    r"""The transformer prior's configuration (and `PriorConfig`'s fields)."""
 
     model_type = "vqgen-transformer-prior"
 
-    def __init__(self, hidden_size: int = 256, num_layers: int = 8, num_heads: int = 8, mlp_ratio: int = 4, dropout: float = 0.0, **kwargs):
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.mlp_ratio = mlp_ratio
-        self.dropout = dropout
-        super().__init__(**kwargs)
-        if hidden_size % num_heads:
-            raise ValueError(f"hidden_size {hidden_size} must be divisible by num_heads {num_heads}.")
+    hidden_size: int = field(default=256, metadata={"help": "Width of the residual stream."})
+    num_layers: int = field(default=8, metadata={"help": "Transformer blocks."})
+    num_heads: int = field(default=8, metadata={"help": "Attention heads; hidden_size must be divisible by it."})
+    mlp_ratio: int = field(default=4, metadata={"help": "MLP hidden width / hidden_size."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout on attention weights and residual branches while training."})
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if min(self.hidden_size, self.num_layers, self.num_heads, self.mlp_ratio) < 1:
+            raise ValueError(
+                f"TransformerConfig needs positive sizes, got hidden_size={self.hidden_size}, num_layers={self.num_layers}, "
+                f"num_heads={self.num_heads}, mlp_ratio={self.mlp_ratio}."
+            )
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}.")
 
 
 @dataclass

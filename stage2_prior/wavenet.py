@@ -13,57 +13,40 @@ Codes of any shape are modelled in raster order (a (h, w) grid is read row by ro
 Cached sampling keeps a queue per layer (Paine et al. 2016): one k-tap product per layer and step.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+from huggingface_hub.dataclasses import strict
 from torch import nn
 
-from stage1_tokenizer.wavenet import DilatedCausalStack, StackCache
+from stage1_tokenizer.common.wavenet import DilatedCausalStack, StackCache
 
 from .prior import AutoregressivePrior, PriorConfig, upsample_context
 
 
+@strict
 class WaveNetConfig(PriorConfig):
-    r"""
-    Args (and those of `PriorConfig`: codebook_size, code_shape, num_classes, context_shape, ...):
-        residual_channels (`int`, 64): width of the residual path.
-        skip_channels (`int`, 128): width of the skip path and the output head.
-        num_layers (`int`, 20): gated layers.
-        dilation_cycle (`int`, 10): dilations 1, 2, ..., 2**(cycle-1), repeated; with kernel 2 the
-            receptive field is 1 + sum of dilations (2047 for the defaults).
-        kernel_size (`int`, 2): taps of each dilated convolution.
-        condition_channels (`int`, 64): size of the class / speaker embedding.
-        context_channels (`int`, 64): width of the local conditioning (context) features.
-    """
+    r"""The WaveNet prior's configuration (and `PriorConfig`'s fields)."""
 
     model_type = "vqgen-wavenet-prior"
 
-    def __init__(
-        self,
-        residual_channels: int = 64,
-        skip_channels: int = 128,
-        num_layers: int = 20,
-        dilation_cycle: int = 10,
-        kernel_size: int = 2,
-        condition_channels: int = 64,
-        context_channels: int = 64,
-        **kwargs,
-    ):
-        self.residual_channels = residual_channels
-        self.skip_channels = skip_channels
-        self.num_layers = num_layers
-        self.dilation_cycle = dilation_cycle
-        self.kernel_size = kernel_size
-        self.condition_channels = condition_channels
-        self.context_channels = context_channels
-        super().__init__(**kwargs)
-        if min(residual_channels, skip_channels, num_layers, dilation_cycle) < 1 or kernel_size < 2:
+    residual_channels: int = field(default=64, metadata={"help": "Width of the residual path."})
+    skip_channels: int = field(default=128, metadata={"help": "Width of the skip path and the output head."})
+    num_layers: int = field(default=20, metadata={"help": "Gated layers."})
+    dilation_cycle: int = field(
+        default=10, metadata={"help": "Dilations 1, 2, ..., 2**(cycle-1), repeated; with kernel 2 the receptive field is 1 + their sum."}
+    )
+    kernel_size: int = field(default=2, metadata={"help": "Taps of each dilated convolution."})
+    condition_channels: int = field(default=64, metadata={"help": "Size of the class / speaker embedding."})
+    context_channels: int = field(default=64, metadata={"help": "Width of the local conditioning (context) features."})
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if min(self.residual_channels, self.skip_channels, self.num_layers, self.dilation_cycle) < 1 or self.kernel_size < 2:
             raise ValueError(
                 f"WaveNetConfig needs positive widths and layers and kernel_size >= 2, got residual_channels="
-                f"{residual_channels}, skip_channels={skip_channels}, num_layers={num_layers}, "
-                f"dilation_cycle={dilation_cycle}, kernel_size={kernel_size}."
+                f"{self.residual_channels}, skip_channels={self.skip_channels}, num_layers={self.num_layers}, "
+                f"dilation_cycle={self.dilation_cycle}, kernel_size={self.kernel_size}."
             )
 
 
