@@ -20,6 +20,7 @@ from pathlib import Path
 import transformers
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from stage1_tokenizer.common.hub import check_local_or_hub, nearby
 from stage2_prior import VQGenerator
 
 from .hub import model_card, push_to_hub
@@ -81,7 +82,8 @@ def pipeline(task: str = "vq-image-gen", model=None, **kwargs):
     if isinstance(model, (str, Path)) and not Path(model).exists():
         text = str(model)
         if isinstance(model, Path) or text.startswith((".", "/", "~")) or text.count("/") != 1:
-            raise FileNotFoundError(f"model={text!r} is neither a bundle folder on this machine nor a Hub repo id ('user/name').")
+            raise FileNotFoundError(f"model={text!r} is neither a bundle folder on this machine nor a Hub repo id ('user/name'); {nearby(text)}.")
+        check_local_or_hub(text, "model")
     return transformers.pipeline(task, model=str(model) if isinstance(model, Path) else model, **kwargs)
 
 

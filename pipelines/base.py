@@ -4,7 +4,39 @@ with its model card."""
 
 from __future__ import annotations
 
+import math
+
+import torch
 from transformers import Pipeline
+
+
+def check_count(name: str, value, low: int = 1) -> int:
+    """`value` as an int >= low; ValueError naming it otherwise (bools and floats are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+    return value
+
+
+def make_generator(seed, generator, device) -> torch.Generator | None:
+    """The generator of a call: `generator`, else one seeded by `seed` (an int), else None."""
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}.")
+        return generator
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}.")
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def check_number(name: str, value, *, positive: bool = True, allow_none: bool = True):
+    """A finite real number (> 0 when `positive`), or None."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, got {value!r}.")
+    return value
 
 
 class BundlePipeline(Pipeline):
@@ -28,12 +60,16 @@ class BundlePipeline(Pipeline):
     def postprocess(self, outputs, **kwargs):
         return outputs
 
-    def save_pretrained(self, save_directory, **kwargs):
-        """Writes the bundle (config.json + model.safetensors) and its model card."""
+    def save_pretrained(self, save_directory, overwrite: bool = False, **kwargs):
+        """Writes the bundle (config.json + model.safetensors) and its model card, atomically; an
+        existing folder is replaced only if it is an earlier bundle (or with `overwrite=True`)."""
+        from stage1_tokenizer.common.files import atomic_directory
+
         from .hub import model_card
 
-        self.model.save_pretrained(save_directory)
-        model_card(self.model, str(save_directory)).save(f"{save_directory}/README.md")
+        with atomic_directory(save_directory, overwrite) as tmp:
+            self.model.save_pretrained(tmp)
+            model_card(self.model, str(save_directory)).save(tmp / "README.md")
 
     def push_to_hub(self, repo_id: str, **kwargs) -> str:
         """Uploads the bundle with its model card (see `pipelines.hub.push_to_hub`)."""

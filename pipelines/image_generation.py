@@ -17,7 +17,7 @@ from PIL import Image
 
 from stage2_prior import VQGenerator, sample_hierarchy
 
-from .base import BundlePipeline
+from .base import BundlePipeline, check_count, check_number, make_generator
 from .labels import LabelResolver
 
 
@@ -38,8 +38,11 @@ class VQImageGenerationPipeline(BundlePipeline):
             if prompts not in (None, [], ""):
                 raise ValueError(f"this bundle is unconditional (no classes); got {prompts!r}: call it without a class.")
             return [None]
-        if prompts is None:
-            raise ValueError("this bundle is class-conditional: pass a class name or id, e.g. " + repr(next(iter(self.model.config.id2label.values()))))
+        if prompts is None or (isinstance(prompts, (list, tuple)) and not prompts):
+            raise ValueError(
+                f"this bundle is class-conditional: pass a class name or id (or a non-empty list of them), got {prompts!r}; e.g. "
+                + repr(next(iter(self.model.config.id2label.values())))
+            )
         prompts = prompts if isinstance(prompts, (list, tuple)) else [prompts]  # a string is one class, not characters
         return [self.labels(p) for p in prompts]
 
@@ -63,8 +66,10 @@ class VQImageGenerationPipeline(BundlePipeline):
         temperature / top_k / guidance_scale default to the bundle's settings; `seed` (or a
         `generator`) makes the images reproducible; batch_size bounds the images sampled at once.
         output_type "pt" returns one tensor (N, C, H, W) in [0, 1] instead of PIL images."""
-        if not isinstance(num_images, int) or num_images < 1 or batch_size < 1:
-            raise ValueError(f"num_images and batch_size must be positive ints, got {num_images!r} and {batch_size!r}.")
+        check_count("num_images", num_images)
+        check_count("batch_size", batch_size)
+        check_number("temperature", temperature)
+        check_number("guidance_scale", guidance_scale)
         if output_type not in ("pil", "pt"):
             raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}.")
         defaults = self.model.config.generation
@@ -73,8 +78,7 @@ class VQImageGenerationPipeline(BundlePipeline):
             "top_k": top_k if top_k is not None else defaults.get("top_k"),
             "guidance_scale": guidance_scale if guidance_scale is not None else defaults.get("guidance_scale"),
         }
-        if generator is None and seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
+        generator = make_generator(seed, generator, self.device)
         classes = [c for c in self.class_ids(inputs) for _ in range(num_images)]  # names checked before any sampling
         tokenizer, priors = self.model.tokenizer, self.model.priors
         images = []

@@ -23,9 +23,12 @@ import torch
 import torchaudio.functional as AF
 
 from stage1_tokenizer.data import read_audio
+from stage1_tokenizer.data.media import SettingMismatch
 from stage2_prior import VQGenerator, sample_hierarchy
 
-from .base import BundlePipeline
+from .base import BundlePipeline, check_number, make_generator
+
+MAX_SECONDS = 600.0  # a request longer than ten minutes is a mistake, not a sample to wait hours for
 from .labels import LabelResolver
 
 
@@ -77,8 +80,8 @@ class VQSpeechGenerationPipeline(BundlePipeline):
         Returns {"audio": float32 array (T,) in [-1, 1], "sampling_rate": int}. `seed` (or a
         `generator`) makes it reproducible; use_cache=False runs the slow reference samplers."""
         speaker = self.speaker_id(speaker if speaker is not None else inputs)
-        if generator is None and seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
+        generator = make_generator(seed, generator, self.device)
+        check_number("temperature", temperature)
         ids = None if speaker is None else torch.tensor([speaker], device=self.device)
         tokenizer = self.model.tokenizer
         if audio is not None:
@@ -93,8 +96,9 @@ class VQSpeechGenerationPipeline(BundlePipeline):
         else:
             defaults = self.model.config.generation
             seconds = seconds if seconds is not None else defaults.get("seconds", 2.0)
-            if not isinstance(seconds, (int, float)) or not seconds > 0:
-                raise ValueError(f"seconds must be a positive number, got {seconds!r}.")
+            check_number("seconds", seconds)
+            if seconds > MAX_SECONDS:
+                raise ValueError(f"seconds must be at most {MAX_SECONDS:g} (ten minutes) per call, got {seconds!r}; generate in parts.")
             condition = ids if self.model.num_classes else None  # an unconditional prior speaks for all voices
             codes = sample_hierarchy(
                 self.model.priors, 1, condition, shapes=self.code_shapes(seconds), generator=generator, use_cache=use_cache,
@@ -124,20 +128,33 @@ class VQSpeechGenerationPipeline(BundlePipeline):
         """A path, an array with its rate, or {"array", "sampling_rate"} -> a mono float tensor
         (1, T) at the model's rate."""
         if isinstance(audio, (str, Path)):
-            return read_audio(audio, self.sampling_rate)
+            try:
+                return read_audio(audio, self.sampling_rate)
+            except SettingMismatch as error:  # several channels: the pipeline's fix, not read_audio's option
+                raise ValueError(f"{audio} is not mono ({error}); convert it to mono first, e.g. pass audio=array.mean(axis=1).") from None
         if isinstance(audio, dict):
             if "array" not in audio or "sampling_rate" not in audio:
                 raise ValueError(f"an audio dict needs 'array' and 'sampling_rate' (a `datasets` Audio value), got keys {sorted(audio)}.")
             audio, sampling_rate = audio["array"], audio["sampling_rate"]
         if sampling_rate is None:
             raise ValueError(f"pass sampling_rate= with a raw waveform (this model runs at {self.sampling_rate} Hz).")
-        waveform = torch.as_tensor(np.asarray(audio), dtype=torch.float32)
+        check_number("sampling_rate", sampling_rate)
+        array = np.asarray(audio)
+        if np.issubdtype(array.dtype, np.integer):  # PCM (scipy.io.wavfile gives int16): scale by the type's range
+            array = array.astype(np.float32) / float(-np.iinfo(array.dtype).min)
+        elif not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(f"audio must be numbers (float in [-1, 1] or integer PCM), got an array of {array.dtype}.")
+        waveform = torch.as_tensor(array, dtype=torch.float32)
         if waveform.ndim == 2 and 1 in waveform.shape:
             waveform = waveform.reshape(-1)
         if waveform.ndim != 1:
             raise ValueError(f"expected a mono waveform (T,), got shape {tuple(waveform.shape)}; average the channels first.")
         if waveform.numel() == 0 or not torch.isfinite(waveform).all() or waveform.abs().max() < 1e-4:
             raise ValueError("the waveform is empty, silent or not finite: pass an utterance with sound in it.")
+        if waveform.abs().max() > 1.01:
+            raise ValueError(
+                f"float audio must lie in [-1, 1], got a peak of {waveform.abs().max().item():.4g}: scale it (integer PCM is scaled for you)."
+            )
         if sampling_rate != self.sampling_rate:
             waveform = AF.resample(waveform, int(sampling_rate), self.sampling_rate)
         return waveform.clamp(-1, 1)[None]
