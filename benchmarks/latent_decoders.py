@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -26,10 +25,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from stage1_tokenizer.data import VizDoomFrames  # noqa: E402
-from stage1_tokenizer.visualize import save_image_grid  # noqa: E402
+from stage1_tokenizer.data import VizDoomFrames
+from stage1_tokenizer.common.visualize import save_image_grid
 
 
 @torch.no_grad()

@@ -52,7 +52,7 @@ def main(argv=None) -> list[dict]:
 
     from stage1_tokenizer import encode as encode_cli
     from stage1_tokenizer import train as tokenizer_cli
-    from stage1_tokenizer.encode import load_code_dataset
+    from stage1_tokenizer.code_dataset import load_code_dataset
     from stage2_prior import train as prior_cli
 
     out = args.output_dir
@@ -60,18 +60,20 @@ def main(argv=None) -> list[dict]:
     tokenizer = args.tokenizer
     if tokenizer is None:
         tokenizer_cli.main([str(REPO / "recipes" / "fashion_mnist.yaml"), "--max_steps", str(args.tokenizer_steps),
-                            "--eval_every", str(args.tokenizer_steps), "--output_dir", str(out / "tokenizer")])  # fmt: skip
+                            "--eval_every", str(args.tokenizer_steps), "--output_dir", str(out / "tokenizer"),
+                            "--overwrite_output_dir"])  # fmt: skip
         tokenizer = out / "tokenizer" / "model"
     for split, limit in (("train", args.train_limit), ("test", args.test_limit)):
         encode_cli.main(["--tokenizer", str(tokenizer), "--split", split, "--output_dir", str(out / f"codes-{split}"),
+                         "--overwrite_output_dir",
                          *(["--limit", str(limit)] if limit else [])])  # fmt: skip
     train_codes, metadata = load_code_dataset(out / "codes-train")
     codebook_size = metadata["codebook_size"]
     input_dims = 28 * 28
-    test_codes = torch.tensor(load_code_dataset(out / "codes-test")[0]["codes_0"])
+    test_codes = load_code_dataset(out / "codes-test")[0].with_format("torch")[:]["codes_0"].long()
     references = {
         "log K (uniform)": math.log(codebook_size),
-        "marginal entropy of the codes": marginal_entropy(torch.tensor(train_codes["codes_0"]), codebook_size),
+        "marginal entropy of the codes": marginal_entropy(train_codes.with_format("torch")[:]["codes_0"].long(), codebook_size),
     }
 
     rows = []
@@ -79,7 +81,8 @@ def main(argv=None) -> list[dict]:
         kind, options, conditional = PRIORS[name.strip()]
         run = out / "runs" / name.strip().replace(", ", "-")
         model, metrics = prior_cli.main([
-            "--prior", kind, "--prior_config", json.dumps(options), "--conditional", str(conditional).lower(),
+            "--prior", kind, *[item for key, value in options.items() for item in (f"--model.{key}", str(value))],
+            "--conditional", str(conditional).lower(), "--overwrite_output_dir",
             "--tokenizer", str(tokenizer), "--train_codes", str(out / "codes-train"), "--eval_codes", str(out / "codes-test"),
             "--max_steps", str(args.steps), "--batch_size", str(args.batch_size), "--learning_rate", str(args.learning_rate),
             "--eval_every", str(args.steps), "--save_every", str(args.steps), "--output_dir", str(run),

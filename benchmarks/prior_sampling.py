@@ -35,7 +35,7 @@ QUICK = {"wavenet": (256,), "pixelcnn": (8, 8), "transformer": (64,)}
 
 
 def build(kind: str, shape):
-    from stage2_prior.train import PRIORS
+    from stage2_prior import PRIORS
 
     config_class, model_class = PRIORS[kind]
     torch.manual_seed(0)

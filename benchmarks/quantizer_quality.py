@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 from stage1_tokenizer import VQVAEConfig, VQVAEModel
 from stage1_tokenizer.data import FashionMNIST, load_fashion_mnist
-from stage1_tokenizer.quantizers import CodebookUsage
+from stage1_tokenizer.quantizers import CodebookUsage, options_for_run
 from stage1_tokenizer.train import compute_loss
-from stage1_tokenizer.training import TrainingConfig, train
-from stage1_tokenizer.visualize import plot_codebook_usage, save_image_grid
+from stage1_tokenizer.common.training import TrainingConfig, train
+from stage1_tokenizer.common.visualize import plot_codebook_usage, save_image_grid
 
 # Every kind gets k-means init (the default); "+ restarts" adds dead-code restarts.
 VARIANTS = {
@@ -37,8 +37,7 @@ VARIANTS = {
 
 def train_and_evaluate(name, kind, options, train_dataset, test_images, args):
     torch.manual_seed(args.seed)
-    if kind == "gmvq":  # anneal the Gumbel temperature over the run
-        options = {"temperature_anneal_steps": args.steps, **options}
+    options = options_for_run(kind, options, args.steps)  # GM-VQ anneals its temperature over the run
     config = VQVAEConfig(
         in_channels=1, image_size=28, hidden_channels=args.hidden_channels, code_dim=args.code_dim,
         codebook_size=args.codebook_size, quantizer=kind, quantizer_options=options,
@@ -49,7 +48,7 @@ def train_and_evaluate(name, kind, options, train_dataset, test_images, args):
     training = TrainingConfig(
         output_dir=str(args.output_dir / "runs" / name.replace(" + ", "-")), max_steps=args.steps,
         batch_size=args.batch_size, learning_rate=args.lr, eval_every=0, save_every=args.steps,
-        keep_checkpoints=1, seed=args.seed,
+        keep_checkpoints=1, seed=args.seed, overwrite_output_dir=True,
     )  # fmt: skip
     train(model, train_dataset, training, compute_loss=compute_loss)
     summary = json.loads((Path(training.output_dir) / "train_summary.json").read_text())

@@ -14,20 +14,18 @@ Each stage shows a progress bar; the run takes a few minutes on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from stage1_tokenizer import VQVAEModel  # noqa: E402
-from stage1_tokenizer import encode as encode_cli  # noqa: E402
-from stage1_tokenizer import train as tokenizer_cli  # noqa: E402
-from stage1_tokenizer.data import FashionMNIST  # noqa: E402
-from stage1_tokenizer.visualize import save_image_grid  # noqa: E402
-from stage2_prior import train as prior_cli  # noqa: E402
+from stage1_tokenizer import VQVAEModel
+from stage1_tokenizer import encode as encode_cli
+from stage1_tokenizer import train as tokenizer_cli
+from stage1_tokenizer.data import FashionMNIST
+from stage1_tokenizer.common.visualize import save_image_grid
+from stage2_prior import train as prior_cli
 
 
 def main(argv=None) -> dict:
@@ -44,12 +42,13 @@ def main(argv=None) -> dict:
     print("1/4 training the tokenizer", flush=True)
     tokenizer_cli.main([str(REPO / "recipes" / "fashion_mnist.yaml"), "--max_steps", str(args.tokenizer_steps),
                         "--eval_every", str(args.tokenizer_steps), "--save_every", str(args.tokenizer_steps),
-                        "--output_dir", str(out / "tokenizer"), *limit])  # fmt: skip
+                        "--output_dir", str(out / "tokenizer"), "--overwrite_output_dir", *limit])  # fmt: skip
     tokenizer_dir = out / "tokenizer" / "model"
 
     print("2/4 encoding the images into codes", flush=True)
     for split in ("train", "test"):
         encode_cli.main(["--tokenizer", str(tokenizer_dir), "--split", split, "--output_dir", str(out / f"codes-{split}"),
+                         "--overwrite_output_dir",
                          *(["--limit", str(args.train_limit)] if args.train_limit and split == "train" else [])])  # fmt: skip
 
     print("3/4 training the class-conditional prior", flush=True)
@@ -57,7 +56,7 @@ def main(argv=None) -> dict:
                                        "--train_codes", str(out / "codes-train"), "--eval_codes", str(out / "codes-test"),
                                        "--max_steps", str(args.prior_steps), "--eval_every", str(args.prior_steps),
                                        "--save_every", str(args.prior_steps), "--output_dir", str(out / "prior"),
-                                       "--bundle_dir", str(out / "bundle")])  # fmt: skip
+                                       "--bundle_dir", str(out / "bundle"), "--overwrite_output_dir"])  # fmt: skip
 
     print("4/4 sampling with the pipeline", flush=True)
     import transformers

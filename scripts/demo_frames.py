@@ -15,21 +15,19 @@ to 21x21 codes to 3 codes and back, and new frames sampled per map, on CPU.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from stage1_tokenizer import encode as encode_cli  # noqa: E402
-from stage1_tokenizer import frames_round_trip  # noqa: E402
-from stage1_tokenizer import train as tokenizer_cli  # noqa: E402
-from stage1_tokenizer import train_latent as latent_cli  # noqa: E402
-from stage1_tokenizer.data import VizDoomFrames  # noqa: E402
-from stage1_tokenizer.visualize import save_image_grid  # noqa: E402
-from stage2_prior import train as prior_cli  # noqa: E402
+from stage1_tokenizer import encode as encode_cli
+from stage1_tokenizer import frames_round_trip
+from stage1_tokenizer import train as tokenizer_cli
+from stage1_tokenizer import train_latent as latent_cli
+from stage1_tokenizer.data import VizDoomFrames
+from stage1_tokenizer.common.visualize import save_image_grid
+from stage2_prior import train as prior_cli
 
 
 def main(argv=None) -> dict:
@@ -45,29 +43,31 @@ def main(argv=None) -> dict:
     print("1/5 training the frame tokenizer (84x84 -> 21x21 codes)", flush=True)
     tokenizer, tokenizer_metrics = tokenizer_cli.main([
         str(REPO / "recipes" / "vizdoom.yaml"), "--max_steps", str(args.tokenizer_steps), "--eval_every", str(args.tokenizer_steps),
-        "--save_every", str(args.tokenizer_steps), "--output_dir", str(out / "tokenizer"),
-        "--hidden_channels", "64",  # CPU-sized (the recipe's 128 is for GPUs)
+        "--save_every", str(args.tokenizer_steps), "--output_dir", str(out / "tokenizer"), "--overwrite_output_dir",
+        "--model.hidden_channels", "64",  # CPU-sized (the recipe's 128 is for GPUs)
     ])  # fmt: skip
     print("2/5 encoding the frames into 21x21 codes", flush=True)
     for split in ("train", "test"):
         encode_cli.main(["--tokenizer", str(out / "tokenizer" / "model"), "--dataset", "vizdoom", "--split", split,
-                         "--output_dir", str(out / f"codes-{split}")])  # fmt: skip
+                         "--output_dir", str(out / f"codes-{split}"), "--overwrite_output_dir"])  # fmt: skip
     print("3/5 training the latent VQ-VAE (21x21 codes -> 3 codes)", flush=True)
     latent, latent_metrics = latent_cli.main([
+        str(REPO / "recipes" / "vizdoom_latent.yaml"),
         "--tokenizer", str(out / "tokenizer" / "model"), "--train_codes", str(out / "codes-train"),
         "--eval_codes", str(out / "codes-test"), "--max_steps", str(args.latent_steps), "--eval_every", str(args.latent_steps),
-        "--save_every", str(args.latent_steps), "--batch_size", "32", "--learning_rate", "0.001", "--hidden_channels", "64",
-        "--output_dir", str(out / "latent"),
+        "--save_every", str(args.latent_steps), "--model.hidden_channels", "64",
+        "--output_dir", str(out / "latent"), "--overwrite_output_dir",
     ])  # fmt: skip
     print("4/5 training the map-conditioned prior over the 3 codes", flush=True)
     for split in ("train", "test"):
         encode_cli.main(["--tokenizer", str(out / "latent" / "model"), "--codes", str(out / f"codes-{split}"),
-                         "--output_dir", str(out / f"latent-codes-{split}")])  # fmt: skip
+                         "--output_dir", str(out / f"latent-codes-{split}"), "--overwrite_output_dir"])  # fmt: skip
     prior, prior_metrics = prior_cli.main([
-        "--prior", "transformer", "--prior_config", '{"hidden_size": 128, "num_layers": 4, "num_heads": 4}',
+        "--prior", "transformer", "--model.hidden_size", "128", "--model.num_layers", "4", "--model.num_heads", "4",
         "--tokenizer", str(out / "latent" / "model"), "--train_codes", str(out / "latent-codes-train"),
         "--eval_codes", str(out / "latent-codes-test"), "--max_steps", str(args.prior_steps), "--eval_every", str(args.prior_steps),
         "--save_every", str(args.prior_steps), "--batch_size", "64", "--learning_rate", "0.002", "--output_dir", str(out / "prior"),
+        "--overwrite_output_dir",
     ])  # fmt: skip
 
     print("5/5 writing the round trip and samples", flush=True)

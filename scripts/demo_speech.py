@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from stage1_tokenizer import encode as encode_cli  # noqa: E402
-from stage1_tokenizer import train as tokenizer_cli  # noqa: E402
-from stage1_tokenizer.audio import SpeakerClassifier  # noqa: E402
-from stage1_tokenizer.data import SyntheticSpeech  # noqa: E402
-from stage1_tokenizer.visualize import plot_spectrograms, save_wav  # noqa: E402
-from stage2_prior import train as prior_cli  # noqa: E402
+from stage1_tokenizer import encode as encode_cli
+from stage1_tokenizer import train as tokenizer_cli
+from stage1_tokenizer.evaluation.speaker_judge import SpeakerClassifier
+from stage1_tokenizer.data import SyntheticSpeech
+from stage1_tokenizer.common.visualize import plot_spectrograms, save_wav
+from stage2_prior import train as prior_cli
 
 
 def main(argv=None) -> dict:
@@ -49,22 +47,23 @@ def main(argv=None) -> dict:
     print("1/4 training the speech tokenizer", flush=True)
     tokenizer, tokenizer_metrics = tokenizer_cli.main([
         str(REPO / "recipes" / "speech.yaml"), "--max_steps", str(args.tokenizer_steps), "--eval_every", str(args.tokenizer_steps),
-        "--save_every", str(args.tokenizer_steps), "--output_dir", str(out / "tokenizer"),
+        "--save_every", str(args.tokenizer_steps), "--output_dir", str(out / "tokenizer"), "--overwrite_output_dir",
         # CPU-sized: half-second crops, and a small codebook that leaves no room for the speaker in the codes
-        "--segment_length", "8192", "--codebook_size", str(args.codebook_size),
+        "--segment_length", "8192", "--model.codebook_size", str(args.codebook_size),
     ])  # fmt: skip
     tokenizer_dir = out / "tokenizer" / "model"
 
     print("2/4 encoding the utterances into code sequences", flush=True)
     for split in ("train", "test"):
         encode_cli.main(["--tokenizer", str(tokenizer_dir), "--dataset", "speech", "--split", split,
-                         "--output_dir", str(out / f"codes-{split}")])  # fmt: skip
+                         "--output_dir", str(out / f"codes-{split}"), "--overwrite_output_dir"])  # fmt: skip
 
     print("3/4 training the speaker-conditioned WaveNet prior", flush=True)
     _, prior_metrics = prior_cli.main([
         str(REPO / "recipes" / "speech_prior.yaml"), "--tokenizer", str(tokenizer_dir), "--train_codes", str(out / "codes-train"),
         "--eval_codes", str(out / "codes-test"), "--max_steps", str(args.prior_steps), "--eval_every", str(args.prior_steps),
         "--save_every", str(args.prior_steps), "--output_dir", str(out / "prior"), "--bundle_dir", str(out / "bundle"),
+        "--overwrite_output_dir",
     ])  # fmt: skip
 
     print("4/4 generating and converting speech with the pipeline", flush=True)

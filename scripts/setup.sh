@@ -5,8 +5,10 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-# Offline data: Fashion-MNIST idx files and the espeak-ng synthesizer (the built-in speech corpus) from Debian.
-apt_packages=(dataset-fashion-mnist espeak-ng)
+# Offline data from Debian: Fashion-MNIST idx files, the espeak-ng synthesizer (the built-in
+# speech corpus), a few real recordings with transcripts (pocketsphinx-testdata), and the browser
+# the app's test drives headless (chromium; Playwright's own browser download is not used).
+apt_packages=(dataset-fashion-mnist espeak-ng pocketsphinx-testdata chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
