@@ -72,7 +72,7 @@ class LabelResolver:
         if close:
             hints.append(f"the closest known labels: {', '.join(repr(self.id2label[self.index[c]]) for c in dict.fromkeys(close))}")
         if len(self.id2label) <= 20:  # a short list is shown whole
-            hints.append(f"the known {self.kind}s are {', '.join(repr(v) for v in self.id2label.values())}")
+            hints.append(f"the known {self.kind}{'es' if self.kind.endswith('s') else 's'} are {', '.join(repr(v) for v in self.id2label.values())}")
         elif not close:
             hints.append(f"known labels include {', '.join(repr(v) for v in list(self.id2label.values())[:10])}")
         hint = "; ".join(hints)
