@@ -34,7 +34,7 @@ import torch
 import torchaudio.functional as AF
 
 from ..common.epoch_random import EpochRandomness
-from .media import BadFileError, MediaDataset, SettingMismatch
+from .media import BadFileError, MediaDataset, SettingMismatch, folder_dataset
 from .hf_datasets import (
     find_label_column,
     find_media_column,
@@ -207,36 +207,7 @@ def load_audio_folder(path: str | os.PathLike, sampling_rate: int, **kwargs: Any
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"audio folder {root} does not exist or is not a directory.")
-    extensions = _audio_extensions()
-    files = sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in extensions
-        and not any(part.startswith((".", "__")) for part in p.relative_to(root).parts)
-    )
-    if not files:
-        raise FileNotFoundError(
-            f"audio folder {root} holds no audio files (looked for {', '.join(extensions)}). Put the files in "
-            "one subfolder per speaker, e.g. root/alice/1.wav."
-        )
-    top_level = [p for p in files if p.parent == root]
-    if top_level and len(top_level) < len(files):
-        nested = next(p for p in files if p.parent != root)
-        raise ValueError(
-            f"audio folder {root} mixes files at its top level ({top_level[0].name}) with files in subfolders "
-            f"({nested.relative_to(root)}). Move every file into its speaker's subfolder, or keep them all at "
-            "the top level for a dataset without speakers."
-        )
-    columns: dict[str, list[str]] = {"audio": [str(p) for p in files]}
-    features = {"audio": datasets.Audio(decode=False)}
-    if not top_level:
-        columns["speaker"] = [p.relative_to(root).parts[0] for p in files]
-        features["speaker"] = datasets.ClassLabel(names=sorted(set(columns["speaker"])))
-    hf_dataset = datasets.Dataset.from_dict(columns)
-    # Casting converts the stored strings, where from_dict(features=...) would encode them through torchcodec.
-    for column, feature in features.items():
-        hf_dataset = hf_dataset.cast_column(column, feature)
+    hf_dataset = folder_dataset(root, _audio_extensions(), datasets.Audio, "audio", "speaker", "audio")
     return AudioDataset(hf_dataset, sampling_rate, **kwargs)
 
 

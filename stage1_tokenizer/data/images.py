@@ -7,7 +7,7 @@ takes once batched; `ImageDataset` adds `"bad_files_skipped"` (see `media.py`).
 - `ImageDataset` wraps a `datasets.Dataset` with an image column and decodes each image when it is
   read (JPEGs in PIL's draft mode, at the smallest scale that still covers `image_size`). It never
   converts between grayscale and color silently (pass `convert_channels=True` to allow it).
-- `load_image_folder` reads a folder of class subfolders offline (`datasets`' "imagefolder").
+- `load_image_folder` reads a folder of class subfolders offline, in one walk of the folder.
 - `load_hub_image_dataset` reads a dataset from the Hugging Face Hub (needs the network once).
 """
 
@@ -26,7 +26,7 @@ import torch
 from PIL import Image, ImageMode, ImageOps
 
 from .hf_datasets import find_label_column, find_media_column, label_vocabulary, load_hub_split
-from .media import BadFileError, MediaDataset, SettingMismatch
+from .media import BadFileError, MediaDataset, SettingMismatch, folder_dataset
 
 # Gray modes that hold more than 8 bits; PIL's convert("L") clips them instead of rescaling.
 _WIDE_GRAY_MAXIMUM = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0}
@@ -183,26 +183,18 @@ class ImageDataset(MediaDataset):
 
 
 # -- loaders ---------------------------------------------------------------------------------------
-def load_image_folder(
-    path: str | os.PathLike, image_size: int, channels: int, *, cache_dir: str | None = None, **kwargs: Any
-) -> ImageDataset:
-    """A folder of images, labels from the class subfolder names (`root/cat/1.png` -> "cat").
-
-    `cache_dir` is where `datasets` keeps its index of the files; `kwargs` go to `ImageDataset`.
+def load_image_folder(path: str | os.PathLike, image_size: int, channels: int, **kwargs: Any) -> ImageDataset:
+    """A folder of images, labels from the top-level subfolder names (`root/cat/1.png` -> "cat");
+    files directly in `root` when there are no subfolders (no labels then). File types are those of
+    `datasets`' "imagefolder". One walk of the folder, no file opened; `kwargs` go to `ImageDataset`.
     """
     from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 
-    root = Path(path).expanduser()
+    root = Path(path).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist or is not a directory.")
-    extensions = {ext.lower() for ext in ImageFolder.EXTENSIONS}
-    if not any(p.is_file() and p.suffix.lower() in extensions for p in root.rglob("*")):
-        raise FileNotFoundError(
-            f"image folder {root} holds no image files (looked for {', '.join(sorted(extensions)[:8])}, ...). "
-            "Put the images in one subfolder per class, e.g. root/cat/1.png."
-        )
-    hf_dataset = datasets.load_dataset("imagefolder", data_dir=str(root), split="train", cache_dir=cache_dir)
-    return ImageDataset(hf_dataset, image_size, channels, **kwargs)
+    extensions = sorted({ext.lower() for ext in ImageFolder.EXTENSIONS})
+    return ImageDataset(folder_dataset(root, extensions, datasets.Image, "image", "label", "image"), image_size, channels, **kwargs)
 
 
 def load_hub_image_dataset(

@@ -17,7 +17,9 @@ whole dataset once, with worker processes, and caches the list of bad rows.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -25,6 +27,44 @@ import torch
 
 BAD_FILE_POLICIES = ("raise", "skip")
 SKIPPED = "bad_files_skipped"  # the item field that counts skipped rows
+
+
+def folder_dataset(root: Path, extensions: list[str], feature: type, media_column: str, label_column: str, what: str) -> datasets.Dataset:
+    """The files of a folder as a `datasets.Dataset` of paths (`feature(decode=False)`), labelled by
+    their top-level subfolder (`root/cat/1.png` -> "cat", a `ClassLabel`) unless every file sits in
+    `root` itself. One walk of the tree, no stat per file, in sorted order: `datasets`'
+    "imagefolder" resolves its dozens of file patterns by walking the tree once per pattern, which
+    took 12 s for 20,000 files. Hidden files and folders (".*", "__*") are skipped, as there.
+    `what` names the files in messages ("image", "audio")."""
+    files = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [name for name in subfolders if not name.startswith((".", "__"))]
+        files += [os.path.join(folder, name) for name in names if not name.startswith((".", "__")) and os.path.splitext(name)[1].lower() in extensions]
+    if not files:
+        raise FileNotFoundError(
+            f"{what} folder {root} holds no {what} files (looked for {', '.join(extensions)}). Put the files in "
+            f"one subfolder per label, e.g. {root}/cat/1{extensions[0]}."
+        )
+    files.sort()
+    top = str(root) + os.sep
+    relative = [path[len(top) :] for path in files]
+    top_level = [path for path in relative if os.sep not in path]
+    if top_level and len(top_level) < len(files):
+        nested = next(path for path in relative if os.sep in path)
+        raise ValueError(
+            f"{what} folder {root} mixes files at its top level ({top_level[0]}) with files in subfolders ({nested}). "
+            "Move every file into its label's subfolder, or keep them all at the top level for a dataset without labels."
+        )
+    columns: dict[str, list[str]] = {media_column: files}
+    features = {media_column: feature(decode=False)}
+    if not top_level:
+        columns[label_column] = [path.split(os.sep, 1)[0] for path in relative]
+        features[label_column] = datasets.ClassLabel(names=sorted(set(columns[label_column])))
+    hf_dataset = datasets.Dataset.from_dict(columns)
+    # Casting converts the stored strings, where from_dict(features=...) would encode each file (audio through torchcodec).
+    for column, kind in features.items():
+        hf_dataset = hf_dataset.cast_column(column, kind)
+    return hf_dataset
 
 
 class BadFileError(ValueError):

@@ -23,7 +23,7 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 def load(root, tmp_path, image_size=8, channels=3, **kwargs):
-    return load_image_folder(root, image_size, channels, cache_dir=str(tmp_path / "hf_cache"), **kwargs)
+    return load_image_folder(root, image_size, channels, **kwargs)
 
 
 @pytest.fixture
