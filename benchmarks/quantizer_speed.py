@@ -2,7 +2,8 @@
 measured side by side, against vector-quantize-pytorch and a bare floor.
 
     python benchmarks/quantizer_speed.py [--vectors 32768] [--dim 64] [--codebook-size 512]
-                                         [--repeats 15] [--warmups 2] [--seed 0]
+                                         [--repeats 15] [--warmups 2] [--runs 1] [--seed 0]
+                                         [--output docs/results/quantizer_speed.md]
 
 What is timed, per candidate and round (a training step's quantizer share):
 - a fresh batch of `--vectors` Gaussian vectors of `--dim` (drawn before the timing; each candidate
@@ -35,7 +36,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -110,17 +113,8 @@ def quartiles(values):
     return low, high
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vectors", type=int, default=32768, help="encoder outputs per batch (N)")
-    parser.add_argument("--dim", type=int, default=64, help="code dimension (D)")
-    parser.add_argument("--codebook-size", type=int, default=512, help="codewords (K)")
-    parser.add_argument("--repeats", type=int, default=15, help="timed rounds (each candidate once per round)")
-    parser.add_argument("--warmups", type=int, default=2, help="untimed rounds first")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.repeats < 2 or args.warmups < 1:
-        parser.error(f"--repeats must be >= 2 and --warmups >= 1, got {args.repeats} and {args.warmups}.")
+def measure(args) -> tuple[dict, dict]:
+    """One run: (wall times, CPU times) per candidate, one entry per timed round."""
     torch.manual_seed(args.seed)
     candidates = make_candidates(args, torch.randn(args.vectors, args.dim))
     decoder_grad = torch.randn(args.vectors, args.dim) / (args.vectors * args.dim) ** 0.5
@@ -138,28 +132,67 @@ def main(argv=None):
             if round_number >= args.warmups:
                 times[name].append(elapsed)
                 cpu_times[name].append(cpu_elapsed)
+    return times, cpu_times
 
-    def ratio(name, baseline, measured=times):  # median over rounds of the same round's times
-        return statistics.median(a / b for a, b in zip(measured[name], measured[baseline]))
 
-    print(
-        f"forward+backward of a training step, {args.vectors} fresh vectors x dim {args.dim}, K={args.codebook_size}, "
-        f"{torch.get_num_threads()} threads (SCQ's numba kernels follow torch's count), "
-        f"medians over {args.repeats} interleaved rounds after {args.warmups} warm-up rounds\n"
-    )
-    print(
+def ratio(times, name, baseline) -> float:
+    """The median over rounds of the two candidates' times in the same round."""
+    return statistics.median(a / b for a, b in zip(times[name], times[baseline]))
+
+
+def run_table(times, cpu_times) -> list[str]:
+    lines = [
         "| quantizer | time / floor | time / vq | time / vq, middle half of rounds | CPU time / vq "
-        "| time / vector-quantize-pytorch |"
-    )
-    print("|---|---|---|---|---|---|")
-    for name in names:
+        "| time / vector-quantize-pytorch |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in times:
         low, high = quartiles([a / b for a, b in zip(times[name], times["vq"])])
-        versus_reference = f"{ratio(name, REFERENCE):.2f}" if REFERENCE in times else "n/a"
-        print(
-            f"| {name} | {ratio(name, 'floor'):.2f} | {ratio(name, 'vq'):.2f} | {low:.2f}-{high:.2f} "
-            f"| {ratio(name, 'vq', cpu_times):.2f} | {versus_reference} |"
+        versus_reference = f"{ratio(times, name, REFERENCE):.2f}" if REFERENCE in times else "n/a"
+        lines.append(
+            f"| {name} | {ratio(times, name, 'floor'):.2f} | {ratio(times, name, 'vq'):.2f} | {low:.2f}-{high:.2f} "
+            f"| {ratio(cpu_times, name, 'vq'):.2f} | {versus_reference} |"
         )
-    return {name: statistics.median(values) for name, values in times.items()}
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vectors", type=int, default=32768, help="encoder outputs per batch (N)")
+    parser.add_argument("--dim", type=int, default=64, help="code dimension (D)")
+    parser.add_argument("--codebook-size", type=int, default=512, help="codewords (K)")
+    parser.add_argument("--repeats", type=int, default=15, help="timed rounds (each candidate once per round)")
+    parser.add_argument("--warmups", type=int, default=2, help="untimed rounds first")
+    parser.add_argument("--runs", type=int, default=1, help="independent runs (fresh candidates each); the summary gives the range")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=None, help="also write the tables (markdown) here")
+    args = parser.parse_args(argv)
+    if args.repeats < 2 or args.warmups < 1 or args.runs < 1:
+        parser.error(f"--repeats must be >= 2, --warmups >= 1 and --runs >= 1, got {args.repeats}, {args.warmups}, {args.runs}.")
+    lines = [
+        f"Command: `python benchmarks/quantizer_speed.py {' '.join(sys.argv[1:] if argv is None else argv)}`".rstrip(),
+        "",
+        f"forward+backward of a training step, {args.vectors} fresh vectors x dim {args.dim}, K={args.codebook_size}, "
+        f"{torch.get_num_threads()} threads (the numba kernels follow torch's count), "
+        f"medians over {args.repeats} interleaved rounds after {args.warmups} warm-up rounds",
+    ]
+    per_run = []
+    for run in range(args.runs):
+        times, cpu_times = measure(args)
+        per_run.append({name: ratio(times, name, "vq") for name in times})
+        lines += ["", f"Run {run + 1} of {args.runs}:", "", *run_table(times, cpu_times)]
+    if args.runs > 1:
+        lines += ["", f"time / vq over the {args.runs} runs (each a median over rounds):", "",
+                  "| quantizer | lowest | median | highest |", "|---|---|---|---|"]  # fmt: skip
+        for name in per_run[0]:
+            values = [run[name] for run in per_run]
+            lines.append(f"| {name} | {min(values):.2f} | {statistics.median(values):.2f} | {max(values):.2f} |")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(report)
+    return {name: statistics.median(run[name] for run in per_run) for name in per_run[0]}
 
 
 if __name__ == "__main__":

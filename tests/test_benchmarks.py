@@ -1,25 +1,35 @@
 """The benchmarks (the README's main job among them) run end to end on tiny settings."""
 
+import json
+
 
 def test_quality_benchmark_writes_its_table_and_pictures(tmp_path, load_benchmark):
     quantizer_quality = load_benchmark("quantizer_quality")
-    results = quantizer_quality.main(
-        ["--steps", "4", "--test-limit", "200", "--variants", "vq", "gmvq", "--codebook-size", "32",
-         "--num-examples", "4", "--output-dir", str(tmp_path)]  # fmt: skip
+    runs = quantizer_quality.main(
+        ["--steps", "4", "--seeds", "0", "1", "--eval-limit", "200", "--variants", "vq", "gmvq", "scq-paper",
+         "--codebook-size", "32", "--num-examples", "4", "--output-dir", str(tmp_path), "--output", str(tmp_path / "results.md")]  # fmt: skip
     )
-    assert [r["quantizer"] for r in results] == ["vq", "gmvq"]
-    assert all(0 < r["test_mse_from_codes"] < 1 and 0 < r["codebook_used"] <= 1 for r in results)
+    equal_steps = [(r["variant"], r["seed"]) for r in runs if r["equal"] == "steps"]
+    assert equal_steps == [("vq", 0), ("gmvq", 0), ("scq-paper", 0), ("vq", 1), ("gmvq", 1), ("scq-paper", 1)]
+    for run in runs:
+        for split in ("validation", "test"):
+            assert 0 < run[split]["mse_from_codes"] < 1 and 0 < run[split]["codebook_used"] <= 1
     table = (tmp_path / "results.md").read_text()
-    assert "| gmvq |" in table and "MSE / vq's" in table
+    assert "| gmvq, +Entropy weight beta=0.01 (default) |" in table and " ± " in table and "validation MSE" in table
+    assert "Chosen on validation" in table and "- scq: scq, paper layer" in table  # the only scq variant run
+    assert len(json.loads((tmp_path / "results.json").read_text())["runs"]) == len(runs)
     assert (tmp_path / "reconstructions.png").stat().st_size > 0 and (tmp_path / "codebook_usage.png").exists()
-    assert (tmp_path / "runs" / "gmvq" / "model" / "model.safetensors").exists()
+    assert (tmp_path / "runs" / "gmvq-seed0-steps4" / "model" / "model.safetensors").exists()
 
 
-def test_speed_benchmark_reports_ratios(capsys, load_benchmark):
+def test_speed_benchmark_reports_ratios(tmp_path, load_benchmark):
     quantizer_speed = load_benchmark("quantizer_speed")
-    median = quantizer_speed.main(["--vectors", "2048", "--dim", "16", "--codebook-size", "64", "--repeats", "2"])
+    median = quantizer_speed.main(["--vectors", "2048", "--dim", "16", "--codebook-size", "64", "--repeats", "2", "--runs", "2",
+                                   "--output", str(tmp_path / "speed.md")])  # fmt: skip
     assert {"floor", "vq", "vq-ema", "gmvq", "scq", quantizer_speed.SCQ_TORCH, "vector-quantize-pytorch (EMA)"} <= set(median)
-    assert "| scq |" in capsys.readouterr().out
+    assert median["vq"] == 1.0 and all(value > 0 for value in median.values())
+    report = (tmp_path / "speed.md").read_text()
+    assert report.count("| scq |") == 3 and "over the 2 runs" in report and "Command: `python benchmarks/quantizer_speed.py" in report
 
 
 def test_prior_sampling_benchmark_checks_cached_equals_uncached(capsys, load_benchmark):
