@@ -12,7 +12,7 @@ N x D autograd nodes each cost a pass over memory. Here each row's work happens 
   the output is C W, the paper's), the output and the code, per row.
 - `_combine_backward`: the line search's, the projection's (sparsemax) and C W's backward per row,
   in one pass; the D x D and K x D parts stay in torch.
-tests/test_quantizers.py and tests/stage1_tokenizer/test_scq.py check that this layer and the
+tests/stage1_tokenizer/test_quantizers.py and test_scq.py check that this layer and the
 portable one agree in value and gradient, with and without the line search.
 """
 

@@ -33,6 +33,14 @@ def run(tmp_path, name, *flags):
     return main([*TINY, "--output_dir", str(tmp_path / name), *map(str, flags)])
 
 
+def run_in_subprocess(tmp_path, name, *flags):
+    """The command in a fresh process: nothing of the test process's state (threads, compiled
+    kernels, RNG) can differ between the runs compared."""
+    command = [sys.executable, "-m", "stage1_tokenizer.train", *TINY, "--output_dir", str(tmp_path / name), *map(str, flags)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, timeout=600)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+
+
 def weights(path):
     return load_file(str(Path(path) / "model" / "model.safetensors"))
 
@@ -117,12 +125,13 @@ def test_a_checkpoint_killed_mid_write_is_ignored(tmp_path, monkeypatch):
 @pytest.mark.parametrize("quantizer", QUANTIZERS)
 def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, quantizer):
     """A run killed with SIGKILL after its step-16 checkpoint, resumed from an epoch boundary
-    (16) and from mid-epoch (12), ends as the uninterrupted run."""
+    (16) and from mid-epoch (12), ends as the uninterrupted run. Every run is a process of its own,
+    as a user's would be."""
     flags = ["--model.quantizer", quantizer, "--eval_every", "0", "--save_every", "4", "--keep_checkpoints", "10"]
     if quantizer == "gmvq":  # the killed run asks for 100000 steps: anneal over the 24 of the others
         flags += ["--model.quantizer_options", '{"temperature_anneal_steps": 24}']
     command = [sys.executable, "-m", "stage1_tokenizer.train", *TINY, *flags]
-    run(tmp_path, "straight", *flags, "--max_steps", 24)
+    run_in_subprocess(tmp_path, "straight", *flags, "--max_steps", 24)
     out = tmp_path / "killed"
     log = open(tmp_path / "killed.log", "wb")
     process = subprocess.Popen([*command, "--max_steps", "100000", "--output_dir", str(out)], cwd=REPO, stdout=log, stderr=log)
@@ -134,7 +143,7 @@ def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, quantizer):
     assert (out / "checkpoints" / "step-0000016").is_dir(), (tmp_path / "killed.log").read_bytes()[-2000:]
     for stop in (16, 12):
         resumed = copy_run(out, tmp_path / f"after-kill-{stop}", stop)
-        run(tmp_path, resumed.name, *flags, "--max_steps", 24, "--resume_from_checkpoint", "latest")
+        run_in_subprocess(tmp_path, resumed.name, *flags, "--max_steps", 24, "--resume_from_checkpoint", "latest")
         assert_same_weights(tmp_path / "straight", resumed)
 
 
