@@ -109,6 +109,13 @@ def mean_sd(values: list[float], digits: int, scale: float = 1.0) -> str:
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
+def equal_time_run(runs: list[dict], equal_step_run: dict) -> dict:
+    """The run of the same variant and seed at vq's wall-clock: its own equal-time run, or the
+    equal-step run when its step time was within 5% of vq's."""
+    same = [r for r in runs if r["variant"] == equal_step_run["variant"] and r["seed"] == equal_step_run["seed"] and r["equal"] == "time"]
+    return same[0] if same else equal_step_run
+
+
 def tables(runs: list[dict], args, sizes: dict) -> str:
     keys = [k for k in args.variants]
     equal_step = {k: [r for r in runs if r["variant"] == k and r["equal"] == "steps"] for k in keys}
@@ -149,7 +156,7 @@ def tables(runs: list[dict], args, sizes: dict) -> str:
             "|---|---|---|---|---|",
         ]
         for key in keys:
-            rows = [r for r in runs if r["variant"] == key and r["equal"] == "time"] or equal_step[key]
+            rows = [equal_time_run(runs, run) for run in equal_step[key]]  # per seed
             steps = sorted({r["steps"] for r in rows})
             lines.append(
                 f"| {VARIANTS[key][0]} | {'-'.join(map(str, [steps[0], steps[-1]] if len(steps) > 1 else steps))} | "

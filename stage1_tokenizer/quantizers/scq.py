@@ -129,7 +129,7 @@ def _check_flag(name: str, value, meaning: str) -> None:
 class SoftConvexQuantizer(BaseQuantizer):
     """Soft convex quantization; the formulas of each variant are in this module's docstring.
 
-    Variants (the default is ours; which one to use is open, to be decided on validation data):
+    Variants (the default is ours: it won on the quality benchmark's validation split, README):
     - "scq, ST encoder gradient (ours)": line_search=True, straight_through=True (the defaults).
     - "scq (paper)": line_search=False, straight_through=False: the output is C W, the projected
       relaxed solution, and z gets the gradient through that optimisation layer.
@@ -150,8 +150,8 @@ class SoftConvexQuantizer(BaseQuantizer):
     normalize: L2-normalise z and the codewords before the layer (our reading of public ports;
         the paper does not say). `codebook` then reads as unit rows (a parametrization; the
         stored rows are `parametrizations.codebook.original`), and k-means runs on normalised z.
-    cpu_kernels: on CPU, run the layer as numba kernels (scq_cpu.py; default, about 2.2x faster
-        per step) rather than the portable torch ops used on other devices; both compute the same.
+    cpu_kernels: on CPU, run the layer as numba kernels (scq_cpu.py; the default, faster per step:
+        README "Speed") rather than the portable torch ops used on other devices; both compute the same.
     support_size: the portable path's first-round width: entries of P kept per row besides the
         VQ one (more rounds follow only where the support does not fit).
     """
