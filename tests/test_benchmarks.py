@@ -1,6 +1,10 @@
 """The benchmarks (the README's main job among them) run end to end on tiny settings."""
 
 import json
+import math
+
+import pytest
+import torch
 
 
 def test_quality_benchmark_writes_its_table_and_pictures(tmp_path, load_benchmark):
@@ -49,8 +53,16 @@ def test_prior_quality_benchmark_reports_nll_against_references(tmp_path, load_b
     assert [r["prior"] for r in rows] == ["pixelcnn", "transformer, unconditional"]
     assert all(0 < r["nll_nats_per_code"] < 10 for r in rows)
     table = (tmp_path / "results.md").read_text()
-    assert "log K (uniform)" in table and "| pixelcnn |" in table
+    assert "log K (uniform)" in table and "| pixelcnn |" in table and "train marginal, held-out cross-entropy" in table
     assert (tmp_path / "samples-pixelcnn.png").is_file()
+
+
+def test_the_marginal_reference_is_a_held_out_cross_entropy(load_benchmark):
+    prior_quality = load_benchmark("prior_quality")
+    train, test = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 2])
+    # train counts + 1 over K=4: (3, 3, 1, 1) / 8; the test codes 0 and 2
+    expected = -(math.log(3 / 8) + math.log(1 / 8)) / 2
+    assert prior_quality.marginal_cross_entropy(train, test, 4) == pytest.approx(expected)
 
 
 def test_speech_throughput_benchmark_reports_ratios(capsys, load_benchmark):
