@@ -33,8 +33,8 @@ def folder_dataset(root: Path, extensions: list[str], feature: type, media_colum
     """The files of a folder as a `datasets.Dataset` of paths (`feature(decode=False)`), labelled by
     their top-level subfolder (`root/cat/1.png` -> "cat", a `ClassLabel`) unless every file sits in
     `root` itself. One walk of the tree, no stat per file, in sorted order: `datasets`'
-    "imagefolder" resolves its dozens of file patterns by walking the tree once per pattern, which
-    took 12 s for 20,000 files. Hidden files and folders (".*", "__*") are skipped, as there.
+    "imagefolder" resolves its dozens of file patterns by walking the tree once per pattern, a
+    start-up that grows with the folder. Hidden files and folders (".*", "__*") are skipped, as there.
     `what` names the files in messages ("image", "audio")."""
     files = []
     for folder, subfolders, names in os.walk(root):

@@ -48,7 +48,7 @@ TEST_SENTENCE_OFFSET = 10_000
 # Bump when synthesis or storage changes, so old caches are not read as new ones.
 _CACHE_FORMAT = 1
 _PEAK = 0.9  # every utterance is scaled to this peak: loudness is no speaker cue, with headroom
-_TRIM_MARGIN_SECONDS = 0.05
+TRIM_MARGIN_SECONDS = 0.05
 
 PEOPLE = (
     "farmer", "teacher", "doctor", "sailor", "painter", "child", "baker", "driver", "singer", "captain",
@@ -147,11 +147,11 @@ def _speak(espeak: str, text: str, speaker: tuple[str, str, int, int]) -> tuple[
     active = np.flatnonzero(magnitude > 0.01 * magnitude.max())
     if active.size == 0:
         raise RuntimeError(f"espeak-ng produced only silence for voice {voice!r} on {text!r}.")
-    margin = round(_TRIM_MARGIN_SECONDS * rate)
+    margin = round(TRIM_MARGIN_SECONDS * rate)
     return samples[max(active[0] - margin, 0) : active[-1] + 1 + margin], rate
 
 
-def _resample_clips(clips: Sequence[np.ndarray], rate: int, sampling_rate: int) -> list[np.ndarray]:
+def resample_clips(clips: Sequence[np.ndarray], rate: int, sampling_rate: int) -> list[np.ndarray]:
     """Clips at `rate` -> float32 clips at `sampling_rate`, each scaled to the peak `_PEAK`."""
     # One resampling call for all clips, zero-padded to the longest (the padding only adds zeros
     # past each clip's end, which resampling assumes anyway): a call per clip is up to 50x slower
@@ -275,7 +275,7 @@ class SyntheticSpeech(torch.utils.data.Dataset):
                     # espeak-ng is single-threaded: speak the sentence in all voices side by side.
                     spoken = list(pool.map(functools.partial(_speak, espeak, text), self._voices))
                     rate = spoken[0][1]  # espeak-ng always writes 22.05 kHz
-                    waveforms = _resample_clips([clip for clip, _ in spoken], rate, self.sampling_rate)
+                    waveforms = resample_clips([clip for clip, _ in spoken], rate, self.sampling_rate)
                     for name, waveform in zip(self.speakers, waveforms):
                         soundfile.write(partial / name / f"{index}.wav", waveform, self.sampling_rate, subtype="PCM_16")
                     progress.update(len(waveforms))

@@ -50,6 +50,8 @@ from typing import NamedTuple, Union
 
 import numpy as np
 
+from ..data import speech_corpus
+
 ESPEAK_SAMPLING_RATE = 22050  # espeak-ng's only output rate
 SILENCE = "_"
 Speaker = Union[str, Sequence]  # a SYNTHETIC_SPEAKERS name, or (name, espeak voice, pitch, speed)
@@ -77,23 +79,12 @@ class Synthesis(NamedTuple):
 
 
 # -- the corpus ------------------------------------------------------------------------------------
-def _corpus_module():
-    """The module that defines the synthetic corpus: `speech_corpus` in the restructured data
-    package, `audio` before it."""
-    try:
-        from stage1_tokenizer.data import speech_corpus
-
-        return speech_corpus
-    except ImportError:
-        from stage1_tokenizer.data import audio
-
-        return audio
 
 
 def _speaker_voice(speaker: Speaker) -> tuple[str, str, int, int]:
     """(name, espeak voice, pitch, speed) for a `SYNTHETIC_SPEAKERS` name or such a tuple."""
     if isinstance(speaker, str):
-        known = {voice[0]: tuple(voice) for voice in _corpus_module().SYNTHETIC_SPEAKERS}
+        known = {voice[0]: tuple(voice) for voice in speech_corpus.SYNTHETIC_SPEAKERS}
         if speaker not in known:
             raise ValueError(f"unknown synthetic speaker {speaker!r}; the known ones are {list(known)}.")
         return known[speaker]
@@ -223,7 +214,7 @@ def _trim_bounds(samples: np.ndarray, rate: int) -> tuple[int, int]:
     active = np.flatnonzero(magnitude > 0.01 * magnitude.max())
     if active.size == 0:
         raise RuntimeError("the synthesized utterance is silent.")
-    margin = round(_corpus_module()._TRIM_MARGIN_SECONDS * rate)
+    margin = round(speech_corpus.TRIM_MARGIN_SECONDS * rate)
     return max(int(active[0]) - margin, 0), min(int(active[-1]) + 1 + margin, samples.size)
 
 
@@ -236,7 +227,7 @@ def corpus_utterance(text: str, speaker: Speaker, sampling_rate: int = 16000) ->
     synthesis = synthesize(text, speaker)
     start, stop = _trim_bounds(synthesis.waveform, synthesis.sampling_rate)
     clip = synthesis.waveform[start:stop]
-    waveform = _corpus_module()._resample_clips([clip], synthesis.sampling_rate, sampling_rate)[0]
+    waveform = speech_corpus.resample_clips([clip], synthesis.sampling_rate, sampling_rate)[0]
     scale = sampling_rate / synthesis.sampling_rate
 
     def move(sample: int) -> int:

@@ -68,6 +68,8 @@ import pocketsphinx
 import torch
 import torchaudio.functional as AF
 
+from ..data import speech_corpus
+
 Waveform = Union[torch.Tensor, np.ndarray]
 
 RECOGNIZER_SAMPLING_RATE = 16000  # the rate of PocketSphinx's en-us acoustic model
@@ -111,23 +113,6 @@ def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> flo
 
 
 # -- the corpus grammar ---------------------------------------------------------------------------
-def _corpus_module():
-    """The module that defines the synthetic corpus: `speech_corpus` in the restructured data
-    package, `audio` before it."""
-    try:
-        from stage1_tokenizer.data import speech_corpus
-
-        return speech_corpus
-    except ImportError:
-        from stage1_tokenizer.data import audio
-
-        return audio
-
-
-def _corpus_words(name: str) -> tuple:
-    module = _corpus_module()
-    words = getattr(module, name, None)
-    return words if words is not None else getattr(module, "_" + name)
 
 
 def _alternatives(options: Sequence[str]) -> str:
@@ -136,8 +121,8 @@ def _alternatives(options: Sequence[str]) -> str:
 
 def _corpus_rules() -> dict[str, list[str]]:
     """The corpus grammar as rules: name -> alternatives (word strings that may name other rules)."""
-    adjectives, people = _corpus_words("ADJECTIVES"), _corpus_words("PEOPLE")
-    verbs = _corpus_words("VERBS")
+    adjectives, people = speech_corpus.ADJECTIVES, speech_corpus.PEOPLE
+    verbs = speech_corpus.VERBS
 
     def with_article(words: Sequence[str]) -> list[str]:  # the corpus's `_article`: "an" before a vowel letter
         vowel = [word for word in words if word[0] in "aeiou"]
@@ -147,11 +132,11 @@ def _corpus_rules() -> dict[str, list[str]]:
     return {
         "adjective": list(adjectives),
         "person": list(people),
-        "thing": list(_corpus_words("THINGS")),
+        "thing": list(speech_corpus.THINGS),
         "past": [past for _, past in verbs],
         "base": [base for base, _ in verbs],
-        "place": [f"({_alternatives(_corpus_words('PREPOSITIONS'))}) the ({_alternatives(_corpus_words('PLACES'))})"],
-        "time": list(_corpus_words("TIMES")),
+        "place": [f"({_alternatives(speech_corpus.PREPOSITIONS)}) the ({_alternatives(speech_corpus.PLACES)})"],
+        "time": list(speech_corpus.TIMES),
         "a_adjective": with_article(adjectives),
         "a_person": with_article(people),
         # The six templates of the corpus's `_random_sentence`, in its order.
