@@ -14,6 +14,8 @@ Each stage shows a progress bar; the run takes a few minutes on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
+import json
+import time
 from pathlib import Path
 
 import torch
@@ -37,6 +39,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--samples-per-class", type=int, default=10)
     args = parser.parse_args(argv)
     out = args.output_dir
+    started = time.perf_counter()
     limit = ["--train_limit", str(args.train_limit)] if args.train_limit else []
 
     print("1/4 training the tokenizer", flush=True)
@@ -76,9 +79,18 @@ def main(argv=None) -> dict:
         reconstructions = tokenizer.decode(tokenizer.encode(originals))
     reconstruction_png = save_image_grid([originals, reconstructions], out / "reconstructions.png")
 
+    results = {
+        "command": "bash scripts/demo.sh",
+        "seconds": round(time.perf_counter() - started, 1),  # after set-up: the four stages
+        "tokenizer_steps": args.tokenizer_steps,
+        "prior_steps": args.prior_steps,
+        "prior_nll_nats_per_code": prior_metrics["nll_nats_per_code"],
+        "log_codebook_size": float(torch.log(torch.tensor(float(tokenizer.config.codebook_size)))),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\nsamples, one row per class ({', '.join(labels[i] for i in sorted(labels))}): {samples}")
     print(f"test images over their reconstructions from the codes: {reconstruction_png}")
-    print(f"held-out prior NLL: {prior_metrics['nll_nats_per_code']:.3f} nats per code")
+    print(f"held-out prior NLL: {prior_metrics['nll_nats_per_code']:.3f} nats per code; {results['seconds']:.0f} s in all")
     print(f"bundle: {out / 'bundle'}\n\nGenerate more:\n")
     print("    import pipelines, transformers")
     print(f'    image = transformers.pipeline("vq-image-gen", model="{out / "bundle"}")("sneaker")\n')
