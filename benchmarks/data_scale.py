@@ -113,7 +113,7 @@ def encode_flags(tokenizer: Path, folder: Path, output: Path, limit: int | None 
 
 
 def encode_two_processes(tokenizer: Path, folder: Path, output: Path, limit: int) -> float:
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     command = [PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29571",
                "-m", "stage1_tokenizer.encode", *encode_flags(tokenizer, folder, output, limit), "--num_workers", "1"]  # fmt: skip

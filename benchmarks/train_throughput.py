@@ -28,7 +28,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def train(num_processes: int, steps: int, output_dir: Path) -> dict:
     cores = os.cpu_count() or 1
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // num_processes))}
+    threads = str(max(1, cores // num_processes))
+    # NUMBA_NUM_THREADS too: this process imported vqgen, which set it to its own thread count
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "NUMBA_NUM_THREADS": threads}
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
                 "--dynamo_backend", "no", "--num_processes", str(num_processes)]  # fmt: skip
     if num_processes > 1:
@@ -59,6 +61,7 @@ def encode_speed(model_dir: Path, images: torch.Tensor, batch_size: int = 500) -
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--output", type=Path, default=None, help="also write the table (markdown) here")
     args = parser.parse_args(argv)
     from stage1_tokenizer.data import load_fashion_mnist
 
@@ -67,13 +70,24 @@ def main(argv=None):
         test_images, _ = load_fashion_mnist("test")
         encode = encode_speed(Path(tmp) / "p1" / "model", test_images)
     one = runs[1]["examples_per_second"]
-    print(f"recipes/fashion_mnist.yaml (GM-VQ, K=512, batch 64 per process), {args.steps} steps per run, {os.cpu_count()} cores\n")
-    print("| run | images / s | vs 1 process | peak RSS of the main process |")
-    print("|---|---|---|---|")
+    lines = [
+        f"Command: `python benchmarks/train_throughput.py {' '.join(sys.argv[1:] if argv is None else argv)}`".rstrip(),
+        "",
+        f"recipes/fashion_mnist.yaml (GM-VQ, K=512, batch 64 per process), {args.steps} steps per run, {os.cpu_count()} cores",
+        "",
+        "| run | images / s | vs 1 process | peak RSS of the main process |",
+        "|---|---|---|---|",
+    ]
     for n, summary in runs.items():
         rate = summary["examples_per_second"]
-        print(f"| train, {n} process{'es' if n > 1 else ''} | {rate:.0f} | {rate / one:.2f}x | {summary['peak_rss_mb_main_process']:.0f} MB |")
-    print(f"| encode (eval, batch 500), 1 process | {encode:.0f} | {encode / one:.2f}x | |")
+        lines.append(f"| train, {n} process{'es' if n > 1 else ''} | {rate:.0f} | {rate / one:.2f}x | {summary['peak_rss_mb_main_process']:.0f} MB |")
+    lines.append(f"| encode (eval, batch 500), 1 process | {encode:.0f} | {encode / one:.2f}x | |")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(report)
+    return runs, encode
 
 
 if __name__ == "__main__":

@@ -14,6 +14,18 @@ loss, perplexity), and accepts the codebook-health options of `BaseQuantizer`: `
 from __future__ import annotations
 
 import inspect
+import os
+
+import torch
+
+# numba sizes its thread pool once, when it is first imported, to all of the machine's cores. A
+# process given fewer threads (accelerate and torchrun set OMP_NUM_THREADS=1 per process) then
+# keeps idle pool threads that compete with the other processes: GM-VQ with two processes on two
+# cores ran several times slower than with one (benchmarks/train_throughput.py). So the pool is
+# sized to torch's thread count, before the kernels' modules import numba, unless the variable is
+# set. Child processes inherit it: a parent that imported vqgen and starts processes with fewer
+# threads should set NUMBA_NUM_THREADS for them too (benchmarks/train_throughput.py does).
+os.environ.setdefault("NUMBA_NUM_THREADS", str(torch.get_num_threads()))
 
 from .base import BaseQuantizer, CodebookUsage, QuantizerOutput, kmeans
 from .gmvq import GaussianMixtureQuantizer

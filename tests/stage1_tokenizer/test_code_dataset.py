@@ -88,7 +88,7 @@ def launch(*args, processes=1, env=None, **kwargs):
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
                 "--dynamo_backend", "no", "--num_processes", str(processes)]  # fmt: skip
     launcher += ["--multi_gpu", "--main_process_port", "29557"] if processes > 1 else ["--cpu"]
-    environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", **(env or {})}
     return [*launcher, "-m", "stage1_tokenizer.encode", *map(str, args)], dict(cwd=REPO, env=environment, **kwargs)
 
 

@@ -181,7 +181,7 @@ def test_bad_flags_fail_before_any_work(tmp_path):
 @pytest.mark.parametrize("quantizer", ["vq-ema", "scq"])  # scq: its numba kernels in each rank
 def test_two_cpu_processes_end_with_identical_weights(tmp_path, quantizer):
     out = tmp_path / "ddp"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533"]  # fmt: skip
     result = subprocess.run(

@@ -77,7 +77,7 @@ def test_class_conditional_prior_beats_unconditional_and_log_k(fashion_codes, tm
 
 def test_two_processes_gather_the_held_out_nll(fashion_codes, tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29541"]  # fmt: skip
     flags = prior_flags(fashion_codes, out, "--prior", "pixelcnn", *model_flags(hidden_channels=16, num_layers=3, output_channels=16),
