@@ -34,6 +34,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
+from .scq_cpu import follow_torch_threads
+
 ROWS_PER_CHUNK = 16  # rows per parallel work item; per-code sums are kept per chunk, then added in order
 
 # z-term kinds (the `mode` argument of the kernels)
@@ -55,13 +57,6 @@ _LN2_LOW = np.float32(1.428606765330187e-06)
 _EXP_FLOOR = np.float32(-87.0)  # exp below this returns 0 (e^-87 is near float32's smallest normal)
 _EXP_CEILING = np.float32(88.0)
 _SQRT_HALF_BITS = np.int32(0x3F3504F3)  # float32 bits of sqrt(1/2)
-
-
-def _follow_torch_threads() -> int:
-    # torch's thread setting (torchrun sets OMP_NUM_THREADS=1 per process, for instance)
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
-    return threads
 
 
 # -- vectorisable scalar pieces -------------------------------------------------------------------
@@ -426,7 +421,7 @@ def _rows_or_empty(tensor, columns, real):
 def cpu_forward_rows(flat, products, weights, code_sq, code_weighted_sq, settings, first_row, soft, out):
     """`forward_rows` on torch tensors. `out` = (codes, z_terms, sigmas, posterior_sum): the
     block's slices, written (posterior_sum accumulated); `soft` (n, K) receives s in training."""
-    _follow_torch_threads()
+    follow_torch_threads()
     real = _real(flat.dtype)
     codes, z_terms, sigmas, posterior_sum = out
     forward_rows(
@@ -443,7 +438,7 @@ def cpu_backward_rows(
     posterior_grads, grad_out, noise, sigmas, grad_flat, column_sums,
 ):  # fmt: skip
     """`backward_rows` on torch tensors (None for the tensors a mode does not use)."""
-    _follow_torch_threads()
+    follow_torch_threads()
     real = _real(flat.dtype)
     dim = flat.shape[1]
     backward_rows(

@@ -29,7 +29,8 @@ SUPPORT_CAPACITY = 32  # support entries stored per row; a row with more trigger
 DENOMINATOR_FLOOR = 1e-12  # the line search's ||C W - e_vq||^2 floor, as in the portable path
 
 
-def _threads() -> int:
+def follow_torch_threads() -> int:
+    """numba's thread count for the next kernels: torch's (also used by gmvq_cpu.py)."""
     # Follow torch's thread setting (torchrun sets OMP_NUM_THREADS=1 per process, for instance).
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(threads)
@@ -219,7 +220,7 @@ def simplex_support_rows(residual: torch.Tensor, transformed: torch.Tensor, vq_c
     (columns, weights, lengths), row i's entries in its first lengths[i] slots, columns ascending.
     Exact for every row."""
     num_rows, num_codes = residual.shape[0], transformed.shape[0]
-    groups, chunks = _group_count(num_codes), 2 * _threads()
+    groups, chunks = _group_count(num_codes), 2 * follow_torch_threads()
     transposed, ones = transformed.t(), residual.new_ones(num_rows, 1)
     capacity = min(SUPPORT_CAPACITY, num_codes)
     while True:
@@ -260,7 +261,7 @@ class CpuSoftConvexLayer(torch.autograd.Function):
         _combine_forward(
             codebook.numpy(), vq_codes.numpy(), residual.numpy(), columns.numpy(), weights.numpy(),
             lengths.numpy(), bool(line_search), quantized.numpy(), direction.numpy(), dots.numpy(), codes.numpy(),
-            2 * _threads(),
+            2 * follow_torch_threads(),
         )  # fmt: skip
         ctx.save_for_backward(codebook, vq_codes, gram_inverse, transformed, residual, direction, dots, columns, weights, lengths)
         ctx.line_search = bool(line_search)
@@ -272,7 +273,7 @@ class CpuSoftConvexLayer(torch.autograd.Function):
         codebook, vq_codes, gram_inverse, transformed, residual, direction, dots, columns, weights, lengths = (
             ctx.saved_tensors
         )
-        chunks = 2 * _threads()
+        chunks = 2 * follow_torch_threads()
         grad_residual = torch.empty_like(residual) if ctx.needs_input_grad[0] else residual.new_empty(0, residual.shape[1])
         direct, through_y = codebook.new_zeros(2, chunks, *codebook.shape)  # per-chunk sums, (chunks, K, D) each
         _combine_backward(
