@@ -66,10 +66,12 @@ from .gmvq_cpu import (
 
 Z_TERMS = ("kl", "distance")
 AGGREGATE_FLOOR = 1e-12  # qbar is clamped here inside the aggregated KL's log
-# N x K entries per row block. Every block costs a few parallel regions (torch ops, kernel calls),
-# and on a loaded machine each region can cost a scheduler time slice: 2^17-entry blocks made the
-# step 3x slower than 2^22 here. The block's buffers hold 3 numbers an entry (48 MB in float32).
-BLOCK_ENTRIES = 2**22
+# N x K entries per row block. Small blocks keep a block's products in cache between the matmul
+# and the kernel that reads them; every block costs a few parallel regions (torch ops, kernel
+# calls), and on a loaded machine each region can cost a scheduler time slice. 2^20 was the
+# fastest on a quiet 2-core machine (N=32768, D=64, K=512); 2^22 keeps fewer regions for loaded
+# ones. The block's buffers hold 3 numbers an entry (12 MB in float32).
+BLOCK_ENTRIES = 2**20
 
 
 @dataclass(frozen=True)

@@ -236,7 +236,8 @@ def _first_index_of(values, target):  # pragma: no cover - compiled
 
 @njit(fastmath=True, error_model="numpy", cache=True)
 def _exponentials(logits, top, out):  # pragma: no cover - compiled
-    """out[c] = exp(logits[c] - top); returns their sum (a softmax's normaliser)."""
+    """out[c] = exp(logits[c] - top); returns their sum (a softmax's normaliser). `out` must be
+    another array than `logits`: in place, the loop is not vectorised."""
     total = out.dtype.type(0)
     for c in range(logits.shape[0]):
         out[c] = fast_exp(logits[c] - top)
@@ -248,19 +249,23 @@ def _exponentials(logits, top, out):  # pragma: no cover - compiled
 def _z_terms(raw, mode, kl_scale, inv_dim, values, slopes):  # pragma: no cover - compiled
     """Per code: the z term (per dimension) and its derivative in the distance d = max(raw, 0).
     KL: 0.5 (rho - 1 - log rho), rho = max(kl_scale d, 1e-6), slope 0.5 (1 - 1 / rho) kl_scale
-    (0 under the floor); distance: d / L, slope 1 / L."""
+    (0 under the floor); distance: d / L, slope 1 / L. An empty `slopes` skips the slopes (the
+    forward pass needs none: a division per entry saved)."""
     real = values.dtype.type
     half, one, floor, zero = real(0.5), real(1), real(RATIO_FLOOR), real(0)
+    with_slopes = slopes.shape[0] > 0
     if mode == Z_TERM_KL:
         for c in range(raw.shape[0]):
-            ratio = kl_scale * max(raw[c], zero)
-            clamped = max(ratio, floor)
+            clamped = max(kl_scale * max(raw[c], zero), floor)
             values[c] = half * (clamped - one - fast_log(clamped))
-            slopes[c] = half * (one - one / clamped) * kl_scale if ratio >= floor else zero
+        if with_slopes:
+            for c in range(raw.shape[0]):
+                ratio = kl_scale * max(raw[c], zero)
+                slopes[c] = half * (one - one / max(ratio, floor)) * kl_scale if ratio >= floor else zero
     elif mode == Z_TERM_DISTANCE:
         for c in range(raw.shape[0]):
             values[c] = max(raw[c], zero) * inv_dim
-            slopes[c] = inv_dim
+        slopes[:] = inv_dim
     else:
         values[:] = zero
         slopes[:] = zero
@@ -297,7 +302,7 @@ def forward_rows(
     chunk_sums = np.empty((chunks, num_codes), dtype)
     for chunk in prange(chunks):
         raw, logits = np.empty(num_codes, dtype), np.empty(num_codes, dtype)
-        weights_row, values, slopes = np.empty(num_codes, dtype), np.empty(num_codes, dtype), np.empty(num_codes, dtype)
+        weights_row, values, no_slopes = np.empty(num_codes, dtype), np.empty(num_codes, dtype), np.empty(0, dtype)
         sums = chunk_sums[chunk]
         sums[:] = 0
         for i in range(chunk * ROWS_PER_CHUNK, min(rows, (chunk + 1) * ROWS_PER_CHUNK)):
@@ -306,7 +311,7 @@ def forward_rows(
             )
             codes[i] = _first_index_of(logits, top)
             inv_total = real(1) / _exponentials(logits, top, weights_row)  # q = weights_row * inv_total
-            _z_terms(raw, mode, kl_scale, inv_dim, values, slopes)
+            _z_terms(raw, mode, kl_scale, inv_dim, values, no_slopes)
             weighted = real(0)
             for c in range(num_codes):
                 weighted += weights_row[c] * values[c]
@@ -314,8 +319,10 @@ def forward_rows(
             z_terms[i] = weighted * inv_total
             if training:
                 counter = np.uint64(first_row + i) * np.uint64(num_codes)
-                top = _perturbed_logits(logits, inv_temperature, seed, counter, weights_row)
-                inv_total = real(1) / _exponentials(weights_row, top, weights_row)  # s = weights_row * inv_total
+                # (l + g) / tau into `values` (free by now), not in place: LLVM does not vectorise
+                # `_exponentials` with its input and output the same array (10x slower)
+                top = _perturbed_logits(logits, inv_temperature, seed, counter, values)
+                inv_total = real(1) / _exponentials(values, top, weights_row)  # s = weights_row * inv_total
                 spread = real(0)
                 for c in range(num_codes):
                     sample = weights_row[c] * inv_total
@@ -380,8 +387,8 @@ def backward_rows(
                         along += grad_out[i, d] * noise[i, d]
                     spread_grad = along * variance_scale / (real(2) * sigmas[i])
                 counter = np.uint64(first_row + i) * np.uint64(num_codes)
-                top = _perturbed_logits(logits, inv_temperature, seed, counter, weights_row)
-                inv_total = real(1) / _exponentials(weights_row, top, weights_row)
+                top = _perturbed_logits(logits, inv_temperature, seed, counter, values)  # not in place (forward_rows)
+                inv_total = real(1) / _exponentials(values, top, weights_row)
                 mean = real(0)  # sum_j s_j ds_j
                 for c in range(num_codes):
                     sample = weights_row[c] * inv_total
