@@ -79,8 +79,11 @@ def score(model: VQVAEModel, images: torch.Tensor, codebook_size: int) -> dict:
     }
 
 
-def train_and_score(key: str, seed: int, steps: int, train_dataset, splits: dict, args) -> tuple[dict, VQVAEModel]:
-    _, kind, options = VARIANTS[key]
+def train_and_score(
+    key: str, seed: int, steps: int, train_dataset, splits: dict, args, variant: tuple | None = None
+) -> tuple[dict, VQVAEModel]:
+    """Trains and scores `VARIANTS[key]`, or `variant` (label, kind, options) under the name `key`."""
+    _, kind, options = variant or VARIANTS[key]
     torch.manual_seed(seed)
     config = VQVAEConfig(
         in_channels=1, image_size=28, hidden_channels=args.hidden_channels, code_dim=args.code_dim,

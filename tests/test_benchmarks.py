@@ -26,6 +26,20 @@ def test_quality_benchmark_writes_its_table_and_pictures(tmp_path, load_benchmar
     assert (tmp_path / "runs" / "gmvq-seed0-steps4" / "model" / "model.safetensors").exists()
 
 
+def test_gmvq_sweep_reads_only_the_validation_split(tmp_path, load_benchmark):
+    gmvq_sweep = load_benchmark("gmvq_sweep")
+    runs = gmvq_sweep.main(["--steps", "2", "--seeds", "0", "--gammas", "0.01", "--betas", "elbo", "0.1", "--eval-limit", "50",
+                            "--codebook-size", "32", "--output-dir", str(tmp_path), "--output", str(tmp_path / "sweep.md")])  # fmt: skip
+    assert [(r["gamma"], r["beta"]) for r in runs] == [(0.01, None), (0.01, 0.1)]
+    assert all(set(r) == {"gamma", "beta", "seed", "steps", "validation"} for r in runs)  # no test split
+    assert all(0 < r["validation"]["mse_from_codes"] < 1 for r in runs)
+    table = (tmp_path / "sweep.md").read_text()
+    assert table.count("(lowest MSE)") == 1 and "| 0.01 | elbo" in table and "| 0.01 | 0.1" in table
+    best = min(runs, key=lambda r: r["validation"]["mse_from_codes"])
+    assert f"| {best['beta'] if best['beta'] is not None else 'elbo'} (lowest MSE) |" in table
+    assert len(json.loads((tmp_path / "sweep.json").read_text())["runs"]) == 2
+
+
 def test_speed_benchmark_reports_ratios(tmp_path, load_benchmark):
     quantizer_speed = load_benchmark("quantizer_speed")
     median = quantizer_speed.main(["--vectors", "2048", "--dim", "16", "--codebook-size", "64", "--repeats", "2", "--runs", "2",
