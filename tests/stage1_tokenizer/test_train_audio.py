@@ -4,12 +4,14 @@ by a speaker classifier trained on the corpus (four voices: chance is 1 in 4).""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from stage1_tokenizer import VQVAEModel
+from stage1_tokenizer import VQVAEConfig, VQVAEModel
 from stage1_tokenizer import train as train_cli
 from stage1_tokenizer.audio_features import log_mel_distance
+from stage1_tokenizer.evaluation.phonemes import Phoneme, corpus_frame_labels
 from stage1_tokenizer.evaluation.speaker_judge import SpeakerClassifier
 from stage1_tokenizer.data import AudioCrops, SyntheticSpeech
 
@@ -120,3 +122,63 @@ def test_wavenet_decoder_learns_speech(corpus, tmp_path, monkeypatch):
     assert before > 5.0 and after < before - 1.0, (before, after)
     # the evaluation decoded a real example with the cached sampler
     assert (tmp_path / "samples" / "step-0000120" / "reconstruction-0.wav").is_file()
+
+
+def test_codes_predict_phonemes_above_the_majority_class(corpus, trained, tmp_path, load_benchmark):
+    """benchmarks/speech_phonemes.py's analysis (the paper's section 4.3) on the trained tokenizer:
+    code -> most frequent phoneme, fitted on train utterances, scored on held-out ones."""
+    speech_phonemes = load_benchmark("speech_phonemes")
+    _, train, test = corpus
+    _, model, _ = trained
+    fit = speech_phonemes.labelled_utterances(train, limit=10 * len(SPEAKERS))  # 10 sentences, every voice
+    held_out = speech_phonemes.labelled_utterances(test, limit=6 * len(SPEAKERS))
+    result = speech_phonemes.analyze(model, fit, held_out)["codes"]
+    hop = model.config.total_stride
+    # one label per code of every held-out frame that holds audio, and the labels are the library's own
+    assert result["test_frames"] == len(result["labels"]) == sum(-(-u.waveform.shape[-1] // hop) for u in held_out)
+    first = held_out[0].waveform.shape[-1]
+    assert result["labels"][: -(-first // hop)] == corpus_frame_labels(test.texts[0], test.speakers[0], hop, RATE)
+    assert 0 <= result["majority_baseline"] <= result["accuracy"] <= result["held_out_fit_accuracy"] <= 1
+    # measured (1 thread): 11.5% of the held-out frames right against 4.3% for the train majority phoneme
+    # ("_:"), 12.8% with the map fitted on held-out; the untrained control 9.9%
+    scores = {name: result[name] for name in ("accuracy", "majority_baseline", "held_out_fit_accuracy")}
+    assert result["accuracy"] >= result["majority_baseline"] + 0.04, scores
+    picture = tmp_path / "confusion.png"
+    speech_phonemes.plot_confusion(result["labels"], result["predicted"], picture, top=10)
+    assert picture.stat().st_size > 0
+    crops, speakers = speech_phonemes.middle_crops(fit, 8, 4096)
+    control = speech_phonemes.analyze(speech_phonemes.untrained_control(model.config, 0, crops, speakers), fit, held_out)["codes"]
+    assert 0 <= control["accuracy"] <= 1 and control["codes_used"] > 1  # k-means gave the random encoder a used codebook
+
+
+def test_two_level_code_streams_cover_the_utterance(load_benchmark):
+    """Bottom, top and (bottom, top) pair streams of a two-level tokenizer on an utterance whose
+    length is no multiple of the stride: the padding's frames are dropped, the pair is exact."""
+    speech_phonemes = load_benchmark("speech_phonemes")
+    config = VQVAEConfig(modality="audio", sampling_rate=RATE, num_levels=2, hidden_channels=8, code_dim=8, codebook_size=16)
+    model = VQVAEModel(config).eval()
+    length = 5 * 128 + 30  # padded to 6 top frames = 12 bottom frames, of which the last holds no audio
+    phonemes = [Phoneme("a", 0, 300), Phoneme("b", 300, length)]
+    utterance = speech_phonemes.LabelledUtterance(torch.rand(1, length) - 0.5, 0, phonemes)
+    streams = speech_phonemes.code_streams(model, utterance.waveform)
+    shapes = {name: (symbols.size, hop) for name, (symbols, hop) in streams.items()}
+    assert shapes == {"bottom": (12, 64), "top": (6, 128), "bottom+top": (12, 64)}
+    bottom, top = streams["bottom"][0], streams["top"][0]
+    assert (streams["bottom+top"][0] == bottom * 16 + top.repeat(2)).all()
+    symbols, labels = speech_phonemes.aligned_frames(*streams["bottom"], utterance, config.total_stride)
+    assert symbols.size == len(labels) == 11  # ceil(670 / 64): the 12th code covers only padding
+    assert labels[4:6] == ["a", "b"]  # frame 4 is samples 256-319: 44 of "a"; frame 5 all "b"
+    symbols, labels = speech_phonemes.aligned_frames(*streams["top"], utterance, config.total_stride)
+    assert symbols.size == len(labels) == 6
+
+
+def test_the_phoneme_map_is_fitted_on_train_and_scored_on_held_out(load_benchmark):
+    speech_phonemes = load_benchmark("speech_phonemes")
+    train_codes, train_labels = np.array([0, 0, 0, 1, 1, 2]), ["x", "x", "y", "y", "y", "y"]
+    test_codes, test_labels = np.array([0, 1, 2, 3, 3]), ["x", "x", "y", "x", "y"]  # code 3 is new: the majority "y"
+    result = speech_phonemes.phoneme_accuracy(train_codes, train_labels, test_codes, test_labels)
+    assert result["predicted"] == ["x", "y", "y", "y", "y"] and result["majority_phoneme"] == "y"
+    assert result["accuracy"] == pytest.approx(3 / 5) and result["majority_baseline"] == pytest.approx(2 / 5)
+    # fitted on held-out, code 3 ties x and y: the first in sorted order, x
+    assert result["held_out_fit_accuracy"] == pytest.approx(4 / 5) and result["unseen_frames"] == pytest.approx(2 / 5)
+    assert result["codes_used"] == 4
