@@ -63,21 +63,70 @@ def test_both_stages_improve_held_out_reconstruction(trained):
     assert picture.stat().st_size > 0 and (root / "latent" / "samples" / "round-trip-step-0000300.png").is_file()
 
 
-def test_three_codes_tell_the_maps_apart(trained):
+@pytest.fixture(scope="module")
+def held_out_episodes(trained):
+    """Two held-out episodes per map (the default test split has one) and their 21x21 codes."""
+    _, tokenizer, _, _, _ = trained
+    frames = VizDoomFrames("test", num_frames=6 * 200)
+    with torch.no_grad():
+        grids = torch.cat([tokenizer.encode(torch.stack([frames[i]["pixel_values"] for i in range(start, start + 200)]))[-1]
+                           for start in range(0, len(frames), 200)])  # fmt: skip
+    return frames, grids
+
+
+def test_three_codes_tell_the_maps_apart(trained, held_out_episodes):
     root, tokenizer, _, latent, _ = trained
-    codes, metadata = load_code_dataset(root / "codes-test", tokenizer)
-    grids, maps = torch.tensor(codes["codes_0"]), torch.tensor(codes["label"])
+    _, metadata = load_code_dataset(root / "codes-test", tokenizer)
     assert len(metadata["id2label"]) == 6
+    frames, grids = held_out_episodes
     tuples = latent.encode(grids)[0].flatten(1)
+    maps, episodes = torch.as_tensor(frames.labels), torch.as_tensor(frames.episodes)
     identical = (tuples[:, None] == tuples[None]).all(-1)
     same_map = maps[:, None] == maps[None]
-    others = ~torch.eye(len(maps), dtype=torch.bool)
-    within, across = identical[same_map & others].float().mean().item(), identical[~same_map].float().mean().item()
-    # measured: frames of one map share their 3-code tuple 16% of the time, of different maps 0.07%;
-    # with tuples independent of the map (chance) the two rates would be equal
+    other_episode = same_map & (episodes[:, None] != episodes[None])  # not consecutive frames of one walk
+    within, across = identical[other_episode].float().mean().item(), identical[~same_map].float().mean().item()
+    # with tuples independent of the map the two rates would be equal;
+    # benchmarks/frames_evidence.py measures them on trained models (docs/results/frames_evidence.md)
     assert within > 10 * max(across, 1e-3), (within, across)
     with pytest.raises(ValueError, match="trained on the codes of tokenizer"):
         frames_round_trip(VQVAEModel(tokenizer.config).eval(), latent, torch.rand(1, 3, 84, 84))
+
+
+def test_frames_evidence_benchmark_measures_the_three_codes(trained, held_out_episodes, load_benchmark):
+    """benchmarks/frames_evidence.py's analysis on the models trained above (its training is the CLIs')."""
+    frames_evidence = load_benchmark("frames_evidence")
+
+    # the classifiers' rule: every nearest train frame votes, a tied vote goes to the lowest map
+    train_codes, train_maps = torch.tensor([[0, 0, 0], [0, 0, 1], [5, 5, 5]]), torch.tensor([1, 0, 2])
+    assert frames_evidence.hamming_classifier(train_codes, train_maps, torch.tensor([[0, 0, 2], [5, 5, 0]]), 3).tolist() == [0, 2]
+
+    root, tokenizer, _, latent, _ = trained
+    frames, grids = held_out_episodes
+    train = frames_evidence.split_codes(latent, *frames_evidence.load_grids(root / "codes-train", tokenizer))
+    held_out = frames_evidence.split_codes(latent, grids, frames.labels, frames.episodes)
+    result = frames_evidence.analyse(latent, train, held_out)
+
+    for key, frames_count in (("held_out_entropy", 1200), ("train_entropy", 6000)):
+        entropy = result[key]
+        assert entropy["frames"] == frames_count and entropy["max_bits"] == pytest.approx(math.log2(frames_count))
+        assert 1.0 < entropy["bits"] <= math.log2(entropy["distinct"]) + 1e-9 and entropy["distinct"] <= frames_count
+    assert 0 < result["held_out_tuples_seen_in_train"] <= 1
+    for usage in result["position_usage"]:
+        assert 0 < usage["used"] <= 1 and 1 <= usage["perplexity"] <= usage["used"] * 512 + 1e-6
+    sharing = result["sharing"]
+    assert sum(kind["pairs"] for kind in sharing.values()) == 1200 * 1199 // 2
+    assert all(0 <= kind["identical"] <= 1 for kind in sharing.values())
+    assert sharing["same_map_other_episode"]["identical"] > 5 * max(sharing["different_maps"]["identical"], 1e-3), sharing
+    accuracy = result["accuracy"]
+    assert accuracy["chance"] == pytest.approx(1 / 6) and accuracy["majority_map"] == pytest.approx(1 / 6)
+    # measured on these models: 95% from the 3 codes, 99% from the 21x21 codes; chance is 17%
+    assert accuracy["three_codes_hamming"] > 0.6 and accuracy["three_codes_codebook"] > 0.6, accuracy
+    assert accuracy["grid_codes_hamming"] > 0.8 and "thumbnails_8x8" not in accuracy, accuracy
+    settings = {"command": "python benchmarks/frames_evidence.py", "tokenizer_steps": 200, "latent_steps": 300,
+                "hidden_channels": 64, "held_out_episodes": 2, "minutes": 0.1, "threads": 2}  # fmt: skip
+    table = frames_evidence.report([{"seed": 0, **result, "minutes": {"training": 0.0, "analysis": 0.1}}], settings)
+    headline = f"| Hamming over 3 positions | {100 * accuracy['three_codes_hamming']:.1f} ± 0.0% |"
+    assert headline in table and "| held out | 1200 |" in table
 
 
 def test_a_prior_over_the_three_codes_samples_frames_of_the_asked_map(trained):
