@@ -63,10 +63,10 @@ def main(argv=None) -> list[dict]:
     runs = []
     for gamma in args.gammas:
         for beta in args.betas:
-            name = f"gamma={gamma:g}, beta={'elbo' if beta is None else f'{beta:g}'}"
+            beta_text = "elbo" if beta is None else f"{beta:g}"
+            name, key = f"gamma={gamma:g}, beta={beta_text}", f"gmvq-sweep-g{gamma:g}-b{beta_text}"
             variant = (name, "gmvq", {"gamma": gamma, "beta": beta})
             for seed in args.seeds:
-                key = f"gmvq-sweep-g{gamma:g}-b{'elbo' if beta is None else f'{beta:g}'}"
                 run, _ = quality.train_and_score(key, seed, args.steps, train_dataset, splits, args, variant=variant)
                 validation = {k: v for k, v in run["validation"].items() if k != "counts"}
                 runs.append({"gamma": gamma, "beta": beta, "seed": seed, "steps": args.steps, "validation": validation})

@@ -255,13 +255,12 @@ def _z_terms(raw, mode, kl_scale, inv_dim, values, slopes):  # pragma: no cover 
     half, one, floor, zero = real(0.5), real(1), real(RATIO_FLOOR), real(0)
     with_slopes = slopes.shape[0] > 0
     if mode == Z_TERM_KL:
-        for c in range(raw.shape[0]):
-            clamped = max(kl_scale * max(raw[c], zero), floor)
+        for c in range(raw.shape[0]):  # one pass: the branch is loop-invariant, LLVM hoists it
+            ratio = kl_scale * max(raw[c], zero)
+            clamped = max(ratio, floor)
             values[c] = half * (clamped - one - fast_log(clamped))
-        if with_slopes:
-            for c in range(raw.shape[0]):
-                ratio = kl_scale * max(raw[c], zero)
-                slopes[c] = half * (one - one / max(ratio, floor)) * kl_scale if ratio >= floor else zero
+            if with_slopes:
+                slopes[c] = half * (one - one / clamped) * kl_scale if ratio >= floor else zero
     elif mode == Z_TERM_DISTANCE:
         for c in range(raw.shape[0]):
             values[c] = max(raw[c], zero) * inv_dim
