@@ -2,11 +2,14 @@
 
     accelerate launch -m stage1_tokenizer.train recipes/fashion_mnist.yaml
     accelerate launch -m stage1_tokenizer.train recipes/speech.yaml          # the built-in speech corpus
+    accelerate launch -m stage1_tokenizer.train recipes/speech_adversarial.yaml    # its conv decoder as HiFi-GAN trains
     python -m stage1_tokenizer.train --model.quantizer gmvq --max_steps 2000 --output_dir runs/fmnist
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m stage1_tokenizer.train ...
 
 A YAML recipe and flags (`stage1_tokenizer.common.recipes`): the model's fields are `VQVAEConfig`'s
-(a recipe's `model:` mapping, flags `--model.NAME`), the rest `DataArguments` and `TrainingConfig`.
+(a recipe's `model:` mapping, flags `--model.NAME`), the rest `DataArguments`, `TrainingConfig` and
+`DecoderTrainingArguments` (the speech conv decoder's mel loss and HiFi-GAN discriminators, which
+checkpoints hold and the saved tokenizer does not).
 Writes OUTPUT_DIR/model (save_pretrained), checkpoints/, logs/ (TensorBoard), codebook_usage.png
 and, at each evaluation, samples/reconstructions-step-N.png (originals over reconstructions) or,
 for audio, samples/step-N/ with WAV files of originals and reconstructions and a spectrogram PNG.
@@ -14,7 +17,9 @@ for audio, samples/step-N/ with WAV files of originals and reconstructions and a
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import functools
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -22,28 +27,112 @@ import torch.nn.functional as F
 
 from .audio_features import log_mel_distance, mu_law_encode
 from .common.recipes import parse_command
-from .common.training import TrainingConfig, eval_loader, prepare_output_dir, train
+from .common.training import Adversary, TrainingConfig, check_adversarial_training, eval_loader, prepare_output_dir, train
 from .common.visualize import plot_codebook_usage, plot_spectrograms, save_image_grid, save_wav
 from .configuration_vqvae import VQVAEConfig
 from .data import DataArguments, build_datasets
+from .discriminators import DiscriminatorConfig, HiFiGANDiscriminator, discriminator_step_loss, generator_step_loss
 from .modeling_vqvae import VQVAEModel
 from .quantizers import CodebookUsage, options_for_run
 
 DERIVED_FIELDS = ("speakers",)  # filled from the training data
+# HiFi-GAN weighs its mel loss 45 against adversarial 1 and feature matching 2, on natural-log mel
+# magnitudes; our log-mel distance is on log power, twice as large: 22.5 keeps HiFi-GAN's balance.
+# The STFT loss (weight 1, on log magnitudes too) then adds a small share to the spectral terms.
+ADVERSARIAL_MEL_LOSS_WEIGHT = 22.5
 
 
-def make_compute_loss(use_speakers: bool):
+@dataclass
+class DecoderTrainingArguments:
+    """How the speech tokenizer's conv decoder is trained beyond its STFT loss: a log-mel term and
+    HiFi-GAN's discriminators. Training tools only: the saved tokenizer is the same either way."""
+
+    mel_loss_weight: float | None = field(
+        default=None,
+        metadata={"help": f"Conv audio decoder: weight of the log-mel L1 loss (the held-out log_mel_distance) added to the STFT loss (None: {ADVERSARIAL_MEL_LOSS_WEIGHT} with --adversarial, HiFi-GAN's 45 on our log-power mels, else 0)."},
+    )
+    adversarial: bool = field(
+        default=False,
+        metadata={"help": "Conv audio decoder: train it against HiFi-GAN's multi-period and multi-scale discriminators (least-squares GAN plus feature matching)."},
+    )
+    adversarial_start_step: int = field(default=0, metadata={"help": "--adversarial: steps trained without the discriminator first (0: from the start, as HiFi-GAN)."})
+    feature_matching_weight: float = field(default=2.0, metadata={"help": "--adversarial: weight of the feature-matching loss (HiFi-GAN's 2; the adversarial loss weighs 1)."})
+    discriminator_channels: int = field(
+        default=16, metadata={"help": "--adversarial: the first layer's width c of every sub-discriminator (the periods' widen to 32c, the scales' to 8c; HiFi-GAN's: 32 and 128)."}
+    )
+    discriminator_max_channels: int = field(default=128, metadata={"help": "--adversarial: the discriminators' widest layer (HiFi-GAN's is 1024)."})
+    discriminator_learning_rate: float | None = field(default=None, metadata={"help": "--adversarial: the discriminators' AdamW learning rate (None: --learning_rate)."})
+
+    def __post_init__(self):
+        if self.mel_loss_weight is None:
+            self.mel_loss_weight = ADVERSARIAL_MEL_LOSS_WEIGHT if self.adversarial else 0.0
+        for name in ("mel_loss_weight", "feature_matching_weight"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):  # NaN fails both
+                raise ValueError(f"--{name} got {value!r}: it must be a finite number >= 0.")
+        rate = self.discriminator_learning_rate
+        if rate is not None and not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"--discriminator_learning_rate got {rate!r}: it must be a finite number > 0 (or none for --learning_rate).")
+        if self.adversarial:
+            self.discriminator_config()  # bad widths fail now
+            return
+        changed = [f"--{f.name}" for f in fields(self) if f.name.startswith(("adversarial_", "feature_", "discriminator_")) and getattr(self, f.name) != f.default]
+        if changed:
+            raise ValueError(f"{', '.join(changed)} set without --adversarial, which they configure: add --adversarial true or drop them.")
+
+    def discriminator_config(self) -> DiscriminatorConfig:
+        try:
+            return DiscriminatorConfig(channels=self.discriminator_channels, max_channels=self.discriminator_max_channels)
+        except ValueError as error:
+            raise ValueError(f"--discriminator_channels / --discriminator_max_channels: {error}") from None
+
+
+def check_decoder_training(args: DecoderTrainingArguments, config: VQVAEConfig, training: TrainingConfig) -> None:
+    """Refuses, before any work, a mel loss or an adversary for a model that has no conv audio decoder."""
+    if not (args.adversarial or args.mel_loss_weight):
+        return
+    if config.modality != "audio" or config.audio_decoder != "conv":
+        model = "an image model" if config.modality != "audio" else f"a speech model with the {config.audio_decoder} decoder"
+        flags = "--adversarial" if args.adversarial else f"--mel_loss_weight {args.mel_loss_weight}"
+        raise ValueError(
+            f"{flags} trains the conv audio decoder, and this is {model}: set --model.modality audio --model.audio_decoder conv "
+            "(recipes/speech_adversarial.yaml does), or drop the flag."
+        )
+    if args.adversarial:
+        check_adversarial_training(training, args.adversarial_start_step)
+
+
+def build_adversary(args: DecoderTrainingArguments, training: TrainingConfig) -> Adversary:
+    config = args.discriminator_config()
+    return Adversary(
+        HiFiGANDiscriminator(config),
+        discriminator_loss=discriminator_step_loss,
+        generator_loss=functools.partial(generator_step_loss, feature_matching_weight=args.feature_matching_weight),
+        learning_rate=args.discriminator_learning_rate or training.learning_rate,
+        start_step=args.adversarial_start_step,
+        settings=asdict(config),
+    )
+
+
+def make_compute_loss(use_speakers: bool, mel_loss_weight: float = 0.0, sampling_rate: int = 16000, adversarial: bool = False):
+    """The loss of a batch and its metrics; with a mel weight the audio loss adds the log-mel
+    distance; `adversarial`: also (real, reconstructed) waveforms, for the discriminators."""
+
     def compute_loss(model, batch):
         if "input_values" in batch:
-            output = model(batch["input_values"], speaker=batch["speaker"] if use_speakers else None)
-            metrics = {"reconstruction_loss": output.reconstruction_loss.detach()}
+            waves = batch["input_values"]
+            output = model(waves, speaker=batch["speaker"] if use_speakers else None)
+            loss, metrics = output.loss, {"reconstruction_loss": output.reconstruction_loss.detach()}
+            if mel_loss_weight:
+                mel = log_mel_distance(output.reconstruction, waves, sampling_rate).mean()
+                loss, metrics["mel_loss"] = loss + mel_loss_weight * mel, mel.detach()
         else:
             output = model(batch["pixel_values"])
-            metrics = {"reconstruction_mse": output.reconstruction_loss.detach()}
+            loss, metrics = output.loss, {"reconstruction_mse": output.reconstruction_loss.detach()}
         metrics["quantizer_loss"] = output.quantizer_loss.detach()
         names = ["perplexity_top", "perplexity_bottom"] if len(output.perplexity) == 2 else ["perplexity"]
         metrics.update({name: value.detach() for name, value in zip(names, output.perplexity)})
-        return output.loss, metrics
+        return (loss, metrics, (waves, output.reconstruction)) if adversarial else (loss, metrics)
 
     return compute_loss
 
@@ -145,9 +234,12 @@ def make_audio_evaluate(eval_dataset, data: DataArguments, output_dir: Path, con
     return evaluate
 
 
-def parse_args(argv=None) -> tuple[dict, DataArguments, TrainingConfig]:
-    """(the model's config fields, data arguments, training config) from a recipe and flags."""
-    return parse_command(argv, (DataArguments, TrainingConfig), VQVAEConfig, derived=DERIVED_FIELDS, description=__doc__)
+def parse_args(argv=None) -> tuple[dict, DataArguments, TrainingConfig, DecoderTrainingArguments]:
+    """(the model's config fields, data arguments, training config, decoder training arguments)
+    from a recipe and flags."""
+    return parse_command(
+        argv, (DataArguments, TrainingConfig, DecoderTrainingArguments), VQVAEConfig, derived=DERIVED_FIELDS, description=__doc__
+    )
 
 
 def build_config(model_fields: dict, training: TrainingConfig, speakers: list[str] | None = None) -> VQVAEConfig:
@@ -159,23 +251,27 @@ def build_config(model_fields: dict, training: TrainingConfig, speakers: list[st
 
 def main(argv=None) -> tuple[VQVAEModel, dict]:
     """Parses the arguments, trains, and returns the trained model and its last evaluation."""
-    model_fields, data_args, training = parse_args(argv)
-    build_config(model_fields, training)  # bad model settings fail here, before any data is read
+    model_fields, data_args, training, decoder_args = parse_args(argv)
+    # bad model settings fail here, before any data is read
+    check_decoder_training(decoder_args, build_config(model_fields, training), training)
     prepare_output_dir(training)  # and an output folder we may not write to
     train_dataset, eval_dataset = build_datasets(data_args, build_config(model_fields, training), seed=training.seed)
     speakers = getattr(train_dataset, "speakers", None) if data_args.speaker_conditioning else None
     config = build_config(model_fields, training, speakers)
     torch.manual_seed(training.seed)
     model = VQVAEModel(config)
+    adversary = build_adversary(decoder_args, training) if decoder_args.adversarial else None  # seeded, as the model
     output_dir = Path(training.output_dir)
     make = make_audio_evaluate if config.modality == "audio" else make_evaluate
+    compute = make_compute_loss(bool(config.speakers), decoder_args.mel_loss_weight, config.sampling_rate, decoder_args.adversarial)
     metrics = train(
         model,
         train_dataset,
         training,
-        compute_loss=make_compute_loss(use_speakers=bool(config.speakers)),
+        compute_loss=compute,
         evaluate=make(eval_dataset, data_args, output_dir, config),
-        run_config={**{f"model.{k}": v for k, v in model_fields.items()}, **asdict(data_args)},
+        run_config={**{f"model.{k}": v for k, v in model_fields.items()}, **asdict(data_args), **asdict(decoder_args)},
+        adversary=adversary,
     )
     return model, metrics
 

@@ -3,13 +3,16 @@ gradient accumulation, a tqdm bar, TensorBoard logs, atomic checkpoints and exac
 
 Stage one (`stage1_tokenizer.train`, `train_latent`) and stage two (`stage2_prior.train`) differ
 in the model, the data and the `compute_loss` / `evaluate` callbacks they pass, never in loop code.
+An optional `Adversary` (a GAN's discriminator, its losses and its own optimizer) is trained in the
+same loop, step for step against the model (the speech tokenizer's conv decoder, HiFi-GAN style).
 Evaluation callbacks read their held-out data through `eval_loader` + `gather_for_metrics`, so
 every process scores its share and every metric sees each example once, in order.
 
 Checkpoints: `OUTPUT_DIR/checkpoints/step-0000500/` holds Accelerate's state (model as
-safetensors, optimizer, RNG states, data position), `model/` (a `save_pretrained` folder) and
-`trainer_state.json`. Each is written under a temporary name and renamed when complete, so a run
-killed mid-write never leaves a directory that looks like a checkpoint. `--resume_from_checkpoint
+safetensors, optimizer, RNG states, data position; with an adversary its discriminator and its
+optimizer too, `model_1.safetensors` and `optimizer_1.bin`), `model/` (a `save_pretrained` folder
+of the model alone) and `trainer_state.json`. Each is written under a temporary name and renamed
+when complete, so a run killed mid-write never leaves a directory that looks like a checkpoint. `--resume_from_checkpoint
 latest` continues from the newest checkpoint that loads (an unreadable one is skipped, with a
 warning), at the same step and data position.
 
@@ -30,6 +33,7 @@ import resource
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,6 +52,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{7})$")
 EVAL_RESULTS = "eval_results.json"  # in OUTPUT_DIR/model: the final evaluation
 SKIPPED = "bad_files_skipped"  # a batch field some datasets add (data/media.py): unusable files skipped
+ADVERSARY = "adversary"  # in trainer_state.json: the settings of the run's discriminator, or none
 
 
 def process_position() -> tuple[int, int]:
@@ -103,6 +108,61 @@ class TrainingConfig:
             raise ValueError(f"--mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}.")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"--num_workers got {self.num_workers}: it must be >= 0.")
+
+
+LossFunction = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
+
+
+@dataclass
+class Adversary:
+    """A network trained against the model in the same loop: a GAN's discriminator.
+
+    It gets its own AdamW optimizer (`learning_rate`, the run's weight decay and gradient
+    clipping), is prepared by the same Accelerator (DDP, mixed precision, accumulation) and saved
+    in every checkpoint, never in OUTPUT_DIR/model. From `start_step` on, each micro-batch, once
+    `compute_loss` has returned the real and generated batches: the discriminator's loss
+    `discriminator_loss(discriminator, real, generated.detach())` takes its update, then
+    `generator_loss(discriminator, real, generated)`, against the updated discriminator
+    (HiFi-GAN's order) and without gradients for it, joins the model's loss. With accumulation
+    the discriminator updates at the step's last micro-batch, so the generator terms of the
+    earlier ones see it before that update. `settings` (what builds the discriminator) go into
+    trainer_state.json: resuming with other ones is refused.
+    """
+
+    discriminator: torch.nn.Module
+    discriminator_loss: LossFunction
+    generator_loss: LossFunction
+    learning_rate: float
+    start_step: int = 0
+    settings: dict = field(default_factory=dict)
+
+
+def check_adversarial_training(config: TrainingConfig, start_step: int) -> None:
+    """ValueError, naming the flag, for runs an adversary cannot train in (checked before any work)."""
+    if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step < config.max_steps:
+        raise ValueError(
+            f"--adversarial_start_step got {start_step!r}: it must be an integer in [0, --max_steps {config.max_steps}), "
+            "or the discriminator never trains."
+        )
+    if config.mixed_precision == "fp16" and config.gradient_accumulation_steps > 1:
+        raise ValueError(
+            f"--mixed_precision fp16 with --gradient_accumulation_steps {config.gradient_accumulation_steps} cannot train an "
+            "adversary: the discriminator's update moves fp16's one loss scale between the model's micro-batches. "
+            "Use --mixed_precision bf16 or no, or --gradient_accumulation_steps 1."
+        )
+
+
+@contextmanager
+def frozen(module: torch.nn.Module):
+    """No gradients for `module`'s parameters in what is computed inside (gradients still flow
+    through it to its inputs)."""
+    wanted = [(parameter, parameter.requires_grad) for parameter in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for parameter, flag in wanted:
+            parameter.requires_grad_(flag)
 
 
 # -- the output folder and its checkpoints ------------------------------------------------------------
@@ -173,10 +233,30 @@ def check_same_model(model, checkpoint: Path) -> None:
         )
 
 
-def _load_checkpoint(accelerator: Accelerator, model, candidates: list[Path]) -> tuple[int, dict]:
+def check_same_adversary(adversary: Adversary | None, checkpoint: Path) -> None:
+    """Refuses to resume a checkpoint trained with another adversary, or with none, or without
+    the one this run has: its state would not load."""
+    try:
+        saved = json.loads((checkpoint / TRAINER_STATE).read_text()).get(ADVERSARY)
+    except (OSError, ValueError):
+        return  # load_state reports what is wrong
+    wanted = None if adversary is None else json.loads(json.dumps(adversary.settings))
+    if saved != wanted:
+        def describe(settings):
+            return f"a discriminator {settings}" if settings is not None else "no discriminator"
+
+        raise ValueError(
+            f"checkpoint {checkpoint} was trained with {describe(saved)}, this run has {describe(wanted)}: resume with the "
+            "settings it was trained with, or start a new run in another --output_dir (--adversarial_start_step trains "
+            "without the discriminator first within one run)."
+        )
+
+
+def _load_checkpoint(accelerator: Accelerator, model, candidates: list[Path], adversary: Adversary | None = None) -> tuple[int, dict]:
     """(step, trainer state) of the first candidate that loads whole; (0, {}) for none."""
     if candidates:
         check_same_model(accelerator.unwrap_model(model), candidates[0])
+        check_same_adversary(adversary, candidates[0])
     for path in candidates:
         try:
             state = json.loads((path / TRAINER_STATE).read_text())
@@ -260,6 +340,24 @@ def drop_bookkeeping(batch: dict) -> dict:
 
 
 # -- the loop ----------------------------------------------------------------------------------------
+def _adversarial_terms(
+    accelerator: Accelerator, adversary: Adversary, discriminator, optimizer, real, generated, max_grad_norm: float
+) -> tuple[torch.Tensor, dict]:
+    """Updates the discriminator on the generated batch detached, then returns the generator's
+    adversarial loss against the updated discriminator, and both's metrics."""
+    loss, metrics = adversary.discriminator_loss(discriminator, real, generated.detach())
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and max_grad_norm > 0:
+        accelerator.clip_grad_norm_(discriminator.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    # The bare module (its mixed-precision forward kept): under DDP the wrapped one would wait, at
+    # the model's backward, for the gradients that freezing it withholds.
+    with frozen(accelerator.unwrap_model(discriminator)) as judge:
+        generator_loss, generator_metrics = adversary.generator_loss(judge, real, generated)
+    return generator_loss, {**metrics, **generator_metrics}
+
+
 def train(
     model: torch.nn.Module,
     train_dataset: Dataset,
@@ -268,15 +366,20 @@ def train(
     evaluate: Callable[[torch.nn.Module, Accelerator, int], dict] | None = None,
     collate_fn: Callable | None = None,
     run_config: dict | None = None,
+    adversary: Adversary | None = None,
 ) -> dict:
     """Trains `model` for `config.max_steps` optimizer steps and returns the last evaluation.
 
-    compute_loss(model, batch) -> (loss, {name: scalar}) is called on every micro-batch;
+    compute_loss(model, batch) -> (loss, {name: scalar}) is called on every micro-batch; with an
+    `adversary`, (loss, {name: scalar}, (real, generated)): the batches its discriminator tells apart.
     evaluate(model, accelerator, step) -> {name: float} runs on every process (so it may gather)
-    every `eval_every` steps and at the end; its scalars go to TensorBoard.
+    every `eval_every` steps and at the end; its scalars go to TensorBoard, as do the training
+    metrics, each averaged over the steps that reported it.
     The final model is written with `save_pretrained` to OUTPUT_DIR/model, its last evaluation
     beside it as eval_results.json.
     """
+    if adversary is not None:
+        check_adversarial_training(config, adversary.start_step)
     output_dir = prepare_output_dir(config)
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
@@ -297,11 +400,15 @@ def train(
         pin_memory=accelerator.device.type == "cuda", collate_fn=collate_fn,
     )  # fmt: skip
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    trained = [model, optimizer]  # prepared in this order: the adversary's state is saved as model_1, optimizer_1
+    if adversary is not None:
+        parameters = adversary.discriminator.parameters()
+        trained += [adversary.discriminator, torch.optim.AdamW(parameters, lr=adversary.learning_rate, weight_decay=config.weight_decay)]
     if streaming:  # its position is its own state: a StatefulDataLoader saves and restores it
         from torchdata.stateful_dataloader import StatefulDataLoader
 
         loader = StatefulDataLoader(train_dataset, **loader_options)
-        model, optimizer = accelerator.prepare(model, optimizer)
+        trained = accelerator.prepare(*trained)
     else:
         # its own generator: creating an epoch's iterator must not draw from the global RNG
         loader = DataLoader(train_dataset, shuffle=True, generator=torch.Generator().manual_seed(config.seed), **loader_options)
@@ -310,8 +417,11 @@ def train(
                 f"the training set has {len(train_dataset)} examples, fewer than one batch of "
                 f"{config.batch_size} per process: lower --batch_size."
             )
-        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    step, state = _load_checkpoint(accelerator, model, resolve_checkpoints(config))
+        *trained, loader = accelerator.prepare(*trained, loader)
+    model, optimizer, *adversarial = trained
+    discriminator, discriminator_optimizer = adversarial or (None, None)
+    networks = [model] if discriminator is None else [model, discriminator]
+    step, state = _load_checkpoint(accelerator, model, resolve_checkpoints(config), adversary)
     stream_epoch = 0
     if streaming and step:
         saved = json.loads((Path(state["path"]) / f"data-rank-{accelerator.process_index}.json").read_text())
@@ -345,6 +455,7 @@ def train(
     )
     last_eval: dict = state.get("metrics", {})
     running: dict[str, float] = {}
+    reports: dict[str, int] = {}  # steps that reported each metric (the adversary's only from its start)
     first_step, seconds_in_steps = step, 0.0  # wall time of training steps (not eval or saving)
     model.train()
     while step < config.max_steps:
@@ -354,8 +465,13 @@ def train(
             if isinstance(batch, dict) and SKIPPED in batch:
                 running[SKIPPED] = running.get(SKIPPED, 0.0) + float(batch[SKIPPED].sum())
                 batch = drop_bookkeeping(batch)
-            with accelerator.accumulate(model):
-                loss, metrics = compute_loss(model, batch)
+            with accelerator.accumulate(*networks):
+                loss, metrics, *generated = compute_loss(model, batch)
+                if adversary is not None and step >= adversary.start_step:
+                    adversarial_loss, adversarial_metrics = _adversarial_terms(
+                        accelerator, adversary, discriminator, discriminator_optimizer, *generated[0], config.max_grad_norm
+                    )
+                    loss, metrics = loss + adversarial_loss, {**metrics, **adversarial_metrics}
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -368,15 +484,15 @@ def train(
             bar.update(1)
             for name, value in {"loss": loss.detach(), **metrics}.items():
                 running[name] = running.get(name, 0.0) + float(value)
+                reports[name] = reports.get(name, 0) + 1
             finished = step == config.max_steps
             if step % config.log_every == 0 or finished:
-                count = config.log_every if step % config.log_every == 0 else step % config.log_every
                 skipped_here = accelerator.reduce(torch.tensor(running.pop(SKIPPED, 0.0), device=accelerator.device), "sum").item()
                 bad_files += int(skipped_here)
-                averages = {f"train/{k}": v / count for k, v in running.items()}
+                averages = {f"train/{k}": v / reports[k] for k, v in running.items()}
                 accelerator.log({**averages, f"train/{SKIPPED}": bad_files}, step=step)
                 bar.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in averages.items()})
-                running = {}
+                running, reports = {}, {}
             if evaluate is not None and ((config.eval_every and step % config.eval_every == 0) or finished):
                 model.eval()
                 last_eval = evaluate(model, accelerator, step)
@@ -386,6 +502,8 @@ def train(
                     bar.write(f"step {step}: " + ", ".join(f"{k} {v:.5g}" for k, v in last_eval.items()))
             if step % config.save_every == 0 or finished:
                 trainer_state = {"metrics": {k: float(v) for k, v in last_eval.items()}, SKIPPED: bad_files}
+                if adversary is not None:
+                    trainer_state[ADVERSARY] = adversary.settings
                 save_checkpoint(accelerator, model, output_dir, step, config.keep_checkpoints, trainer_state, data_state(epoch))
             if finished:
                 break

@@ -263,14 +263,14 @@ def test_trains_on_photo_crops_in_color(tmp_path):
 def test_yaml_recipe_with_flag_overrides(tmp_path):
     from stage1_tokenizer.train import parse_args
 
-    model_fields, data_args, training = parse_args(
+    model_fields, data_args, training, _ = parse_args(
         [str(REPO / "recipes" / "fashion_mnist.yaml"), "--max_steps", "7", "--model.quantizer_options", "{beta: 0.5}"]
     )
     assert model_fields["quantizer"] == "gmvq" and model_fields["codebook_size"] == 512
     assert model_fields["quantizer_options"] == {"beta": 0.5}  # a mapping, in YAML on the command line
     assert training.max_steps == 7 and training.learning_rate == 0.001
     assert data_args.dataset == "fashion_mnist"
-    imagenet, _, _ = parse_args([str(REPO / "recipes" / "imagenet128.yaml")])
+    imagenet, *_ = parse_args([str(REPO / "recipes" / "imagenet128.yaml")])
     assert imagenet["quantizer_options"] == {"dead_code_steps": 1000}  # a nested YAML mapping in the recipe
     with pytest.raises(FileNotFoundError, match="recipes are in recipes/"):
         parse_args([str(tmp_path / "missing.yaml")])
