@@ -1,5 +1,6 @@
 """The benchmarks (the README's main job among them) run end to end on tiny settings."""
 
+import argparse
 import json
 import math
 
@@ -95,3 +96,33 @@ def test_frames_throughput_benchmark_reports_every_step(capsys, load_benchmark):
     fps = frames_throughput.main(["--batch-size", "2", "--pixelcnn-frames", "1", "--rounds", "1", "--source-frames", "12"])
     assert len(fps) == 6 and all(rate > 0 for rate in fps.values())
     assert "| decode 3 codes -> 21x21 codes (PixelCNN, cached) |" in capsys.readouterr().out
+
+
+def test_speech_conversion_table_reports_ratios_to_each_seeds_originals(load_benchmark):
+    """The table of benchmarks/speech_conversion.py on the figures of two made-up seeds (the
+    judging itself is tested on a trained tokenizer in tests/stage1_tokenizer/test_train_audio.py)."""
+    speech_conversion = load_benchmark("speech_conversion")
+    speakers = ["a", "b", "c"]
+
+    def run(seed, wer_reconstructions, as_target):
+        return {
+            "seed": seed, "train_cpu_seconds": 600.0 * (seed + 1), "utterances": 90, "chance": 1 / 3, "judge_on_originals": 0.99,
+            "reconstructions_judged_as_source": 0.9, "conversions_judged_as_target": as_target, "conversions_judged_as_source": 0.1,
+            "conversion_confusion": [[0.0, 0.5, 0.5], [0.2, 0.8, 0.0], [0.0, 0.4, 0.6]], "wer_utterances": 30,
+            "wer_originals": 0.1, "wer_reconstructions": wer_reconstructions, "wer_conversions": 0.3,
+            "real": {"originals": 0.28, "conversions": [0.5, 0.7]},
+        }  # fmt: skip
+
+    args = argparse.Namespace(
+        seeds=[0, 1], steps=10, codebook_size=64, segment_length=8192, real_voices=["a", "c"]
+    )
+    table = speech_conversion.table({"speech": [run(0, 0.2, 0.5), run(1, 0.4, 0.7)]}, args, ["--seeds", "0", "1"], speakers)
+    row = next(line for line in table.splitlines() if line.startswith("| speech |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "15.0 ± 7.1"  # CPU minutes: 10 and 20
+    assert cells[3] == "60.0 ± 14.1%"  # judged as the target: 50% and 70%
+    assert cells[5] == "0.300 ± 0.141"  # WER of reconstructions: 0.2 and 0.4
+    assert cells[7] == "3.00 ± 1.41x, 3.00 ± 0.00x"  # over the originals' 0.1 of each seed
+    assert cells[8] == "a 0.50 ± 0.00, c 0.70 ± 0.00"
+    assert "| b | 20 | 80 | 0 |" in table  # the confusion, rows as decoded, in % of each row
+    assert "originals 0.280" in table and "at least 3x chance (100%)" in table

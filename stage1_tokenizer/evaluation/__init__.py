@@ -6,6 +6,9 @@
   corpus, and per-frame phoneme labels aligned with `SyntheticSpeech` utterances, for "codes align
   with phonemes".
 - `speaker_judge`: a speaker classifier, for "does converted speech sound like the target?".
+- `voice_conversion`: both judges on reconstructions and voice conversions of a parallel corpus
+  (the ceiling, the confusion matrix, word error rates) and on converted real recordings; used by
+  the speech demo and `benchmarks/speech_conversion.py`.
 
 Import the submodules directly (`from stage1_tokenizer.evaluation.phonemes import ...`): each
 pulls in only what it needs (pocketsphinx and jiwer for the recogniser, libespeak-ng for the
