@@ -86,6 +86,18 @@ def fold_by_period(waveform: torch.Tensor, period: int) -> torch.Tensor:
     return waveform.reshape(batch, channels, -1, period)
 
 
+def _scores_and_features(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A sub-discriminator's stack: leaky-ReLU convolutions, then the score map; (scores (B, -1),
+    every layer's output, for feature matching)."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LEAKY_SLOPE)
+        features.append(x)
+    x = post(x)
+    features.append(x)
+    return x.flatten(1), features
+
+
 class PeriodDiscriminator(nn.Module):
     def __init__(self, period: int, channels: int, max_channels: int):
         super().__init__()
@@ -98,13 +110,7 @@ class PeriodDiscriminator(nn.Module):
         self.post = weight_norm(nn.Conv2d(widths[-1], 1, (3, 1), padding=(1, 0)))
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x, features = fold_by_period(waveform, self.period), []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAKY_SLOPE)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _scores_and_features(self.convs, self.post, fold_by_period(waveform, self.period))
 
 
 class ScaleDiscriminator(nn.Module):
@@ -121,13 +127,7 @@ class ScaleDiscriminator(nn.Module):
         self.post = norm(nn.Conv1d(c_in, 1, 3, padding=1))
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x, features = waveform, []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAKY_SLOPE)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _scores_and_features(self.convs, self.post, waveform)
 
 
 class HiFiGANDiscriminator(nn.Module):

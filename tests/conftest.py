@@ -1,5 +1,6 @@
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import httpx2
@@ -52,3 +53,19 @@ def load_benchmark():
         return module
 
     return load
+
+
+@pytest.fixture
+def copy_run():
+    """copy_run(source, destination, up_to_step): a run folder holding `source`'s checkpoints up to
+    `up_to_step`, as if the run had stopped there (for resume tests)."""
+    from stage1_tokenizer.common.training import list_checkpoints
+
+    def copy(source: Path, destination: Path, up_to_step: int) -> Path:
+        for checkpoint in list_checkpoints(source):
+            if int(checkpoint.name.split("-")[1]) <= up_to_step:
+                shutil.copytree(checkpoint, destination / "checkpoints" / checkpoint.name)
+        shutil.copy(source / "vqgen_run.json", destination / "vqgen_run.json")
+        return destination
+
+    return copy

@@ -4,7 +4,6 @@ then tiny adversarial runs through stage one's CLI on the built-in speech corpus
 discriminator, accumulation with bf16, and the settings refused before any work."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from stage1_tokenizer import VQVAEConfig, VQVAEModel
 from stage1_tokenizer import train as train_cli
 from stage1_tokenizer.audio_features import log_mel_distance
-from stage1_tokenizer.common.training import frozen, list_checkpoints
+from stage1_tokenizer.common.training import frozen
 from stage1_tokenizer.data import AudioCrops, SyntheticSpeech
 from stage1_tokenizer.discriminators import (
     DiscriminatorConfig,
@@ -196,16 +195,7 @@ def test_adversarial_training_learns_and_saves_the_tokenizer_alone(corpus, adver
     assert json.loads((last / "trainer_state.json").read_text())["adversary"]["channels"] == 4
 
 
-def copy_run(source: Path, destination: Path, up_to_step: int) -> Path:
-    """A run folder holding `source`'s checkpoints up to `up_to_step`: as if it had stopped there."""
-    for checkpoint in list_checkpoints(source):
-        if int(checkpoint.name.split("-")[1]) <= up_to_step:
-            shutil.copytree(checkpoint, destination / "checkpoints" / checkpoint.name)
-    shutil.copy(source / "vqgen_run.json", destination / "vqgen_run.json")
-    return destination
-
-
-def test_resume_continues_the_tokenizer_and_the_discriminator_exactly(adversarial_run):
+def test_resume_continues_the_tokenizer_and_the_discriminator_exactly(adversarial_run, copy_run):
     """12 utterances / 4 = 3 steps per epoch: stopped at step 20 (mid-epoch, after the
     discriminator's start) and resumed, both networks and the discriminator's optimizer end as
     in the uninterrupted run."""
@@ -224,7 +214,7 @@ def test_resume_continues_the_tokenizer_and_the_discriminator_exactly(adversaria
             assert torch.equal(first[index][key], second[index][key]), (index, key)
 
 
-def test_resuming_with_another_discriminator_or_none_is_refused(adversarial_run):
+def test_resuming_with_another_discriminator_or_none_is_refused(adversarial_run, copy_run):
     root, _, _ = adversarial_run
     copy_run(root / "straight", root / "other", 10)
     wider = [*ADVERSARIAL[:-1], "8"]

@@ -4,7 +4,6 @@ quantizer, stopped at an epoch boundary or mid-epoch, also by SIGKILL), 2 proces
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -73,15 +72,6 @@ def test_training_learns_and_writes_logs_checkpoints_and_pngs(tmp_path):
     assert metrics["mse_from_codes"] < first_eval["metrics"]["mse_from_codes"] * 1.1  # no blow-up after step 40
 
 
-def copy_run(source: Path, destination: Path, up_to_step: int) -> Path:
-    """A run folder holding `source`'s checkpoints up to `up_to_step`: as if it had stopped there."""
-    for checkpoint in list_checkpoints(source):
-        if int(checkpoint.name.split("-")[1]) <= up_to_step:
-            shutil.copytree(checkpoint, destination / "checkpoints" / checkpoint.name)
-    shutil.copy(source / "vqgen_run.json", destination / "vqgen_run.json")
-    return destination
-
-
 def assert_same_weights(a: Path, b: Path):
     first, second = weights(a), weights(b)
     assert first.keys() == second.keys()
@@ -90,7 +80,7 @@ def assert_same_weights(a: Path, b: Path):
 
 
 @pytest.mark.parametrize("quantizer", QUANTIZERS)
-def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, quantizer):
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, quantizer, copy_run):
     """512 images / 32 = 16 steps per epoch: resumed at step 16 (an epoch boundary) and 12
     (mid-epoch), every quantizer (GM-VQ draws Gumbel noise from the global RNG every step) ends
     with the weights of the uninterrupted run."""
@@ -123,7 +113,7 @@ def test_a_checkpoint_killed_mid_write_is_ignored(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("quantizer", QUANTIZERS)
-def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, quantizer):
+def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, quantizer, copy_run):
     """A run killed with SIGKILL after its step-16 checkpoint, resumed from an epoch boundary
     (16) and from mid-epoch (12), ends as the uninterrupted run. Every run is a process of its own,
     as a user's would be."""
@@ -147,7 +137,7 @@ def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, quantizer):
         assert_same_weights(tmp_path / "straight", resumed)
 
 
-def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys, copy_run):
     flags = ["--max_steps", 6, "--save_every", 2, "--keep_checkpoints", 3, "--eval_every", 0]
     run(tmp_path, "straight", *flags)
     stopped = copy_run(tmp_path / "straight", tmp_path / "stopped", 4)
@@ -230,7 +220,7 @@ def test_trains_on_an_image_folder_with_a_bad_file_skipped(tmp_path):
     assert json.loads((tmp_path / "skip" / "train_summary.json").read_text())["bad_files_skipped"] == skipped
 
 
-def test_streaming_resumed_from_a_checkpoint_sees_the_same_next_batches(tmp_path):
+def test_streaming_resumed_from_a_checkpoint_sees_the_same_next_batches(tmp_path, copy_run):
     """--streaming reads a dataset as it comes (here a local folder, as a Hub one would be); a run
     resumed mid-epoch from its checkpoint continues at the same position of the stream."""
     from PIL import Image
