@@ -63,6 +63,9 @@ def judge_conversions(
     `wer_sentences` sentences (default all) in every voice: "wer_originals",
     "wer_reconstructions" and "wer_conversions" (into voice (source + n // 2) mod n, n voices).
     """
+    for name, value in (("sentences", sentences), ("wer_sentences", wer_sentences)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive number of sentences (or None for all), got {value!r}.")
     voices = list(range(len(corpus.speakers)))
     count = len(voices)
 

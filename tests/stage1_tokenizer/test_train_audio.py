@@ -107,6 +107,8 @@ def test_conversion_report_counts_what_the_judges_hear(corpus, judge):
     assert report["conversions_judged_as_source"] == report["judge_on_originals"]
     assert report["conversions_judged_as_target"] <= 1 - report["judge_on_originals"]
     assert report["wer_reconstructions"] == report["wer_conversions"] == report["wer_originals"] < 0.5
+    with pytest.raises(ValueError, match="sentences must be a positive number of sentences"):
+        judge_conversions(unchanged, test, judge, sentences=0)  # refused before any work
     first = [test[i] for i in range(len(SPEAKERS))]
     heard = [recognizer.transcribe(item["input_values"], RATE) for item in first]
     assert report["wer_originals"] == word_error_rate([test.texts[i] for i in range(len(first))], heard)
