@@ -1,6 +1,7 @@
 """Held-out NLL of each prior on Fashion-MNIST codes, through stage two's training CLI.
 
-    python benchmarks/prior_quality.py [--tokenizer DIR] [--steps 1500] [--output-dir outputs/priors]
+    python benchmarks/prior_quality.py [--tokenizer DIR] [--steps 1500] [--output-dir outputs/priors] \
+        [--output docs/results/prior_quality.md]
 
 Trains the Fashion-MNIST tokenizer (recipes/fashion_mnist.yaml; or reuses --tokenizer), encodes
 the 60000 training and 10000 test images, then trains, with the same steps, batch and learning
@@ -9,7 +10,8 @@ an unconditional transformer of the conditional one's size. Reports the test NLL
 code and the codes' bits per input dimension, next to two references: log K (a uniform prior)
 and the test codes' cross-entropy under the training codes' marginal distribution (a prior that
 ignores all context, fitted on the train split, add-one smoothed so no test code is impossible). Writes
-results.md / results.json and, per prior, a PNG with one row of decoded samples per class.
+results.md / results.json (and, with --output, the table there with its command and a .json beside
+it) and, per prior, a PNG with one row of decoded samples per class.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import math
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -50,7 +53,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--test-limit", type=int, default=None, help="evaluate on N test images")
     parser.add_argument("--priors", default=",".join(PRIORS), help="comma-separated subset of: " + "; ".join(PRIORS))
     parser.add_argument("--output-dir", type=Path, default=REPO / "outputs" / "priors")
+    parser.add_argument("--output", type=Path, default=None, help="also write the table (markdown) and a .json beside it here")
     args = parser.parse_args(argv)
+    argv_used = list(sys.argv[1:] if argv is None else argv)
 
     from stage1_tokenizer import encode as encode_cli
     from stage1_tokenizer import train as tokenizer_cli
@@ -121,6 +126,12 @@ def main(argv=None) -> list[dict]:
     print("\n" + table)
     (out / "results.md").write_text(table + "\n")
     (out / "results.json").write_text(json.dumps({"references": references, "priors": rows}, indent=2))
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(f"`python benchmarks/prior_quality.py {' '.join(argv_used)}`\n\n{table}\n")
+        args.output.with_suffix(".json").write_text(
+            json.dumps({"command": argv_used, "references": references, "priors": rows}, indent=2)
+        )
     return rows
 
 

@@ -2,13 +2,15 @@
 and voice conversions of held-out speech, judged by two judges independent of our models.
 
     python benchmarks/speech_conversion.py [--recipes recipes/speech.yaml] [--seeds 0 1 2] \
-        [--steps 1500] [--codebook-size 64] [--wer-sentences 2] [--output docs/results/speech_conversion.md]
+        [--steps 3000] [--codebook-size 64] [--wer-sentences 2] [--output docs/results/speech_conversion.md]
 
 For each recipe and seed, a speech tokenizer trains through the CLI (`stage1_tokenizer.train`)
 with the demo's CPU settings (scripts/demo_speech.py: K=`--codebook-size`, crops of
-`--segment-length` samples, `--steps` steps), then every held-out utterance of the corpus (the
-test split: 30 unseen sentences x 10 voices) is encoded whole and decoded once in every voice:
-in its own voice that is its reconstruction, in the nine others a voice conversion.
+`--segment-length` samples, `--steps` steps; the recipe's mel-loss weight unless
+`--mel-loss-weight` is given: 0 gives the spectral loss alone, as before the recipe had one),
+then every held-out utterance of the corpus (the test split: 30 unseen sentences x 10 voices) is
+encoded whole and decoded once in every voice: in its own voice that is its reconstruction, in
+the nine others a voice conversion.
 
 - Identity: `SpeakerClassifier` (nearest class mean of mel statistics, fitted on the train
   split's originals) names the voice of every original (how good the judge is), every
@@ -77,6 +79,7 @@ def train_tokenizer(recipe: Path, seed: int, args) -> tuple[VQVAEModel, float]:
     model, _ = tokenizer_cli.main([
         str(recipe), "--max_steps", steps, "--eval_every", steps, "--save_every", steps, "--keep_checkpoints", "1",
         "--segment_length", str(args.segment_length), "--model.codebook_size", str(args.codebook_size),
+        *(["--mel_loss_weight", str(args.mel_loss_weight)] if args.mel_loss_weight is not None else []),
         "--seed", str(seed), "--output_dir", str(output_dir), "--overwrite_output_dir", "true",
     ])  # fmt: skip
     seconds = cpu_seconds() - start
@@ -111,7 +114,9 @@ def table(results: dict, args, argv_used: list[str], speakers: list[str]) -> str
         f"(source + {len(speakers) // 2}) mod {len(speakers)}. Real speech: the five LibriVox recordings "
         f"of pocketsphinx-testdata (general English model): originals {first['real']['originals']:.3f}. Mean ± sd over "
         f"seeds {' '.join(map(str, args.seeds))}; {args.steps} steps, K={args.codebook_size}, crops of "
-        f"{args.segment_length} samples.",
+        f"{args.segment_length} samples"
+        + (f", mel-loss weight {args.mel_loss_weight}" if args.mel_loss_weight is not None else ", the recipe's mel-loss weight")
+        + ".",
         "",
         "| recipe | train CPU min | reconstructions judged as source (ceiling) | conversions judged as target | "
         "as source | WER reconstructions | WER conversions | WER / originals' (recon, conv) | real speech converted: WER |",
@@ -172,9 +177,10 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", type=Path, nargs="+", default=[REPO / "recipes" / "speech.yaml"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--codebook-size", type=int, default=64)
     parser.add_argument("--segment-length", type=int, default=8192)
+    parser.add_argument("--mel-loss-weight", type=float, default=None, help="override the recipe's (0: spectral loss alone)")
     parser.add_argument("--wer-sentences", type=int, default=2, help="held-out sentences (x 10 voices) scored for WER")
     parser.add_argument("--real-voices", nargs="+", default=["us-male", "gb-female"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

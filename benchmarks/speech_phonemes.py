@@ -9,8 +9,8 @@ The paper: latents of a speech VQ-VAE trained without any linguistic supervision
 the phoneme of 49.3% of the frames, against 7.2% for the most frequent phoneme. Here:
 
 - Tokenizers: recipes/speech.yaml (16 kHz, six stride-2 steps: one code per 64 samples, conv
-  decoder with the multi-resolution STFT loss, speaker-conditioned, vq-ema with dead-code
-  restarts), shrunk to fit the budget (hidden and code_dim `--hidden`, `--steps` steps of
+  decoder with the multi-resolution STFT and mel losses (`--mel-loss-weight 0`: the STFT loss
+  alone), speaker-conditioned, vq-ema with dead-code restarts), shrunk to fit the budget (hidden and code_dim `--hidden`, `--steps` steps of
   `--batch-size` crops of `--segment-length` samples), trained through the CLI
   (`stage1_tokenizer.train.main`) on the `--train-sentences` train sentences in all ten voices.
   Configurations (`--configs`): K=64, 128 and 512 at one level, and two levels with K=128 each
@@ -240,6 +240,7 @@ def train_tokenizer(key: str, seed: int, args) -> tuple[VQVAEModel, dict, float]
         "--eval_every", str(args.steps), "--save_every", str(args.steps), "--keep_checkpoints", "1",
         "--log_every", str(max(args.steps // 10, 1)), "--seed", str(seed), "--output_dir", str(output_dir),
         "--overwrite_output_dir", "true",
+        *(["--mel_loss_weight", str(args.mel_loss_weight)] if args.mel_loss_weight is not None else []),
     ]  # fmt: skip
     start = time.perf_counter()
     model, metrics = train_cli.main(argv)
@@ -262,7 +263,9 @@ def table(runs: list[dict], args, seconds: float, sizes: dict) -> str:
         f"Command: `nice -n 19 python benchmarks/speech_phonemes.py {' '.join(args.argv)}`".rstrip(),
         "",
         f"SyntheticSpeech at {args.sampling_rate} Hz, ten voices. Tokenizers: recipes/speech.yaml with hidden = code_dim = "
-        f"{args.hidden}, {args.steps} steps of {args.batch_size} crops of {args.segment_length} samples, lr {args.learning_rate}, "
+        f"{args.hidden}, "
+        + ("the recipe's mel-loss weight" if args.mel_loss_weight is None else f"mel-loss weight {args.mel_loss_weight}")
+        + f", {args.steps} steps of {args.batch_size} crops of {args.segment_length} samples, lr {args.learning_rate}, "
         f"trained on {args.train_sentences} sentences x 10 voices. Mapping code -> phoneme fitted on {sizes['fit_utterances']} train "
         f"utterances ({sizes['fit_frames']} frames at hop 64), scored on all {sizes['held_out_utterances']} held-out utterances "
         f"({sizes['held_out_frames']} frames at hop 64; unseen sentences, the same voices); {sizes['phonemes']} distinct phonemes "
@@ -348,6 +351,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--segment-length", type=int, default=4096, help="samples per training crop")
     parser.add_argument("--learning-rate", type=float, default=0.002)
+    parser.add_argument("--mel-loss-weight", type=float, default=None, help="override the recipe's (0: spectral loss alone)")
     parser.add_argument("--sampling-rate", type=int, default=16000)
     # One thread by default: on a 2-core machine shared with any other job, torch's two OpenMP threads
     # wait on each other and ran 35x slower than one (measured: 7.2 against 0.19 s per training step).

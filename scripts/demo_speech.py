@@ -5,7 +5,8 @@ generator with voice conversion, on CPU.
 
 1. synthesizes the corpus on first use (10 espeak-ng voices, 200 + 30 sentences each) and trains
    the speech tokenizer (recipes/speech.yaml: 16 kHz -> 250 codes per second, a convolutional
-   decoder conditioned on the speaker; here with K=64 and half-second crops, to fit a CPU);
+   decoder conditioned on the speaker, trained with spectral and mel losses; here with K=64 and
+   half-second crops, to fit a CPU);
 2. encodes every utterance of both splits into code sequences;
 3. trains a speaker-conditioned WaveNet prior on them (recipes/speech_prior.yaml) and writes the
    bundle to outputs/demo/speech/bundle;
@@ -48,7 +49,7 @@ REAL_VOICES = ["us-male", "gb-female"]
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=REPO / "outputs" / "demo" / "speech")
-    parser.add_argument("--tokenizer-steps", type=int, default=1500)
+    parser.add_argument("--tokenizer-steps", type=int, default=3000, help="the steps measured in docs/speech.md")
     parser.add_argument("--prior-steps", type=int, default=1000)
     parser.add_argument("--codebook-size", type=int, default=64, help="K (the recipe's, for GPUs: 512)")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each generated sample")

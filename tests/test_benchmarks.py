@@ -3,6 +3,7 @@
 import argparse
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,11 +65,16 @@ def test_prior_quality_benchmark_reports_nll_against_references(tmp_path, load_b
     prior_quality = load_benchmark("prior_quality")
 
     rows = prior_quality.main(["--tokenizer-steps", "3", "--steps", "2", "--train-limit", "256", "--test-limit", "64",
-                               "--priors", "pixelcnn,transformer, unconditional", "--output-dir", str(tmp_path)])  # fmt: skip
+                               "--priors", "pixelcnn,transformer, unconditional", "--output-dir", str(tmp_path),
+                               "--output", str(tmp_path / "docs" / "prior_quality.md")])  # fmt: skip
     assert [r["prior"] for r in rows] == ["pixelcnn", "transformer, unconditional"]
     assert all(0 < r["nll_nats_per_code"] < 10 for r in rows)
     table = (tmp_path / "results.md").read_text()
     assert "log K (uniform)" in table and "| pixelcnn |" in table and "train marginal, held-out cross-entropy" in table
+    published = (tmp_path / "docs" / "prior_quality.md").read_text()
+    assert published.startswith("`python benchmarks/prior_quality.py --tokenizer-steps 3") and table in published
+    saved = json.loads((tmp_path / "docs" / "prior_quality.json").read_text())
+    assert [r["nll_nats_per_code"] for r in saved["priors"]] == [r["nll_nats_per_code"] for r in rows]
     assert (tmp_path / "samples-pixelcnn.png").is_file()
 
 
@@ -114,7 +120,7 @@ def test_speech_conversion_table_reports_ratios_to_each_seeds_originals(load_ben
         }  # fmt: skip
 
     args = argparse.Namespace(
-        seeds=[0, 1], steps=10, codebook_size=64, segment_length=8192, real_voices=["a", "c"]
+        seeds=[0, 1], steps=10, codebook_size=64, segment_length=8192, mel_loss_weight=0.0, real_voices=["a", "c"]
     )
     table = speech_conversion.table({"speech": [run(0, 0.2, 0.5), run(1, 0.4, 0.7)]}, args, ["--seeds", "0", "1"], speakers)
     row = next(line for line in table.splitlines() if line.startswith("| speech |"))
@@ -126,3 +132,36 @@ def test_speech_conversion_table_reports_ratios_to_each_seeds_originals(load_ben
     assert cells[8] == "a 0.50 ± 0.00, c 0.70 ± 0.00"
     assert "| b | 20 | 80 | 0 |" in table  # the confusion, rows as decoded, in % of each row
     assert "originals 0.280" in table and "at least 3x chance (100%)" in table
+    assert "crops of 8192 samples, mel-loss weight 0.0." in table
+
+
+def test_speech_conversion_trains_with_the_recipes_mel_loss_unless_told(tmp_path, monkeypatch, load_benchmark):
+    speech_conversion = load_benchmark("speech_conversion")
+    calls = []
+
+    def train(argv):  # records the command line instead of training
+        calls.append(argv)
+        Path(argv[argv.index("--output_dir") + 1]).mkdir(parents=True)
+        return torch.nn.Identity(), {}
+
+    monkeypatch.setattr(speech_conversion.tokenizer_cli, "main", train)
+    recipe = speech_conversion.REPO / "recipes" / "speech.yaml"
+    for weight in (None, 0.0):
+        args = argparse.Namespace(work_dir=tmp_path / str(weight), reuse=False, steps=10, segment_length=8192,
+                                  codebook_size=64, mel_loss_weight=weight)  # fmt: skip
+        speech_conversion.train_tokenizer(recipe, 0, args)
+    assert "--mel_loss_weight" not in calls[0]  # the recipe's own weight
+    assert calls[1][calls[1].index("--mel_loss_weight") + 1] == "0.0"
+
+
+def test_speech_train_cost_times_each_decoders_steps_side_by_side(tmp_path, load_benchmark):
+    speech_train_cost = load_benchmark("speech_train_cost")
+    variants = ["conv, spectral loss only", "conv, spectral + mel loss (recipes/speech.yaml)"]
+    report = speech_train_cost.main(["--steps", "2", "--rounds", "2", "--variants", *variants, "--output", str(tmp_path / "cost.md")])
+    assert [len(report["runs"][name]) for name in variants] == [2, 2]
+    assert all(0 < seconds < 60 for name in variants for seconds in report["runs"][name])
+    table = (tmp_path / "cost.md").read_text()
+    assert "| conv, spectral + mel loss (recipes/speech.yaml) |" in table and "| 1.0x |" in table
+    assert json.loads((tmp_path / "cost.json").read_text())["seconds_per_step"] == report["runs"]
+    with pytest.raises(ValueError, match="--steps 0"):
+        speech_train_cost.main(["--steps", "0"])
