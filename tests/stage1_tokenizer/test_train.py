@@ -112,11 +112,11 @@ def test_a_checkpoint_killed_mid_write_is_ignored(tmp_path, monkeypatch):
     assert [p.name for p in list_checkpoints(out)] == ["step-0000010", "step-0000020"]
 
 
-@pytest.mark.parametrize("quantizer", QUANTIZERS)
+@pytest.mark.parametrize("quantizer", ["vq-ema", "gmvq"])  # state beyond the weights: EMA statistics; the RNG
 def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, quantizer, copy_run):
-    """A run killed with SIGKILL after its step-16 checkpoint, resumed from an epoch boundary
-    (16) and from mid-epoch (12), ends as the uninterrupted run. Every run is a process of its own,
-    as a user's would be."""
+    """A run killed with SIGKILL after its step-16 checkpoint, resumed mid-epoch (from 12), ends
+    as the uninterrupted run. Every run is a process of its own, as a user's would be (every
+    quantizer, and the resume from an epoch boundary, are checked in one process above)."""
     flags = ["--model.quantizer", quantizer, "--eval_every", "0", "--save_every", "4", "--keep_checkpoints", "10"]
     if quantizer == "gmvq":  # the killed run asks for 100000 steps: anneal over the 24 of the others
         flags += ["--model.quantizer_options", '{"temperature_anneal_steps": 24}']
@@ -131,10 +131,9 @@ def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, quantizer, copy_
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert (out / "checkpoints" / "step-0000016").is_dir(), (tmp_path / "killed.log").read_bytes()[-2000:]
-    for stop in (16, 12):
-        resumed = copy_run(out, tmp_path / f"after-kill-{stop}", stop)
-        run_in_subprocess(tmp_path, resumed.name, *flags, "--max_steps", 24, "--resume_from_checkpoint", "latest")
-        assert_same_weights(tmp_path / "straight", resumed)
+    resumed = copy_run(out, tmp_path / "after-kill", 12)
+    run_in_subprocess(tmp_path, resumed.name, *flags, "--max_steps", 24, "--resume_from_checkpoint", "latest")
+    assert_same_weights(tmp_path / "straight", resumed)
 
 
 def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys, copy_run):
