@@ -1,7 +1,7 @@
 """Frames per second of the first-person frames setting: the ViZDoom source, and encoding and
 decoding at both stages (84x84x3 frames <-> 21x21 codes <-> 3 codes).
 
-    python benchmarks/frames_throughput.py [--batch-size 64] [--rounds 5] [--output results.json]
+    python benchmarks/frames_throughput.py [--batch-size 64] [--rounds 5] [--output docs/results/frames_throughput.md]
 
 The models have the recipes' sizes (recipes/vizdoom.yaml: hidden 128, K=512; the latent VQ-VAE's
 defaults), untrained: weights do not change the speed. Timings are medians of interleaved rounds
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,8 +44,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--pixelcnn-frames", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--source-frames", type=int, default=600)
-    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--output", type=Path, default=None, help="the markdown table (and a .json beside it)")
     args = parser.parse_args(argv)
+    argv_used = list(sys.argv[1:] if argv is None else argv)
     from stage1_tokenizer.data import VizDoomFrames
 
     torch.manual_seed(0)
@@ -77,14 +79,23 @@ def main(argv=None) -> dict:
     fps["ViZDoom source (render, explore, resize, cache)"] = args.source_frames / source_seconds
 
     reference = fps["encode frames -> 21x21 codes"]
-    print(f"\n{torch.get_num_threads()} threads, untrained recipe-size models, batch {args.batch_size} "
-          f"(PixelCNN: {len(few)} frames), medians of {args.rounds} interleaved rounds\n")  # fmt: skip
-    print("| step | frames per second | vs encoding frames |")
-    print("|---|---|---|")
-    for name, rate in fps.items():
-        print(f"| {name} | {rate:,.1f} | {rate / reference:.3g}x |")
+    lines = [
+        f"Command: `python benchmarks/frames_throughput.py {' '.join(argv_used)}`",
+        "",
+        f"{torch.get_num_threads()} threads, untrained recipe-size models, batch {args.batch_size} "
+        f"(PixelCNN: {len(few)} frames), medians of {args.rounds} interleaved rounds; the source generating "
+        f"a fresh {args.source_frames}-frame split once.",
+        "",
+        "| step | frames per second | vs encoding frames |",
+        "|---|---|---|",
+        *[f"| {name} | {rate:,.1f} | {rate / reference:.3g}x |" for name, rate in fps.items()],
+    ]
+    table = "\n".join(lines)
+    print("\n" + table)
     if args.output:
-        args.output.write_text(json.dumps(fps, indent=2))
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(table + "\n")
+        args.output.with_suffix(".json").write_text(json.dumps({"command": argv_used, "frames_per_second": fps}, indent=2))
     return fps
 
 

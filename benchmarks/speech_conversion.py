@@ -80,6 +80,7 @@ def train_tokenizer(recipe: Path, seed: int, args) -> tuple[VQVAEModel, float]:
         str(recipe), "--max_steps", steps, "--eval_every", steps, "--save_every", steps, "--keep_checkpoints", "1",
         "--segment_length", str(args.segment_length), "--model.codebook_size", str(args.codebook_size),
         *(["--mel_loss_weight", str(args.mel_loss_weight)] if args.mel_loss_weight is not None else []),
+        *(["--model.speaker_conditioning", args.speaker_conditioning] if args.speaker_conditioning else []),
         "--seed", str(seed), "--output_dir", str(output_dir), "--overwrite_output_dir", "true",
     ])  # fmt: skip
     seconds = cpu_seconds() - start
@@ -116,6 +117,7 @@ def table(results: dict, args, argv_used: list[str], speakers: list[str]) -> str
         f"seeds {' '.join(map(str, args.seeds))}; {args.steps} steps, K={args.codebook_size}, crops of "
         f"{args.segment_length} samples"
         + (f", mel-loss weight {args.mel_loss_weight}" if args.mel_loss_weight is not None else ", the recipe's mel-loss weight")
+        + (f", speaker conditioning {args.speaker_conditioning}" if args.speaker_conditioning else "")
         + ".",
         "",
         "| recipe | train CPU min | reconstructions judged as source (ceiling) | conversions judged as target | "
@@ -181,6 +183,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--codebook-size", type=int, default=64)
     parser.add_argument("--segment-length", type=int, default=8192)
     parser.add_argument("--mel-loss-weight", type=float, default=None, help="override the recipe's (0: spectral loss alone)")
+    parser.add_argument("--speaker-conditioning", choices=["input", "every_block"], default=None,
+                        help="override the recipe's: the speaker embedding as decoder input channels, or also in every block")
     parser.add_argument("--wer-sentences", type=int, default=2, help="held-out sentences (x 10 voices) scored for WER")
     parser.add_argument("--real-voices", nargs="+", default=["us-male", "gb-female"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

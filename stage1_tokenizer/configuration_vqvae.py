@@ -14,6 +14,7 @@ from .quantizers import check_quantizer_options
 
 MODALITIES = ("image", "audio")
 AUDIO_DECODERS = ("conv", "wavenet")
+SPEAKER_CONDITIONING = ("input", "every_block")
 
 
 @strict
@@ -51,6 +52,10 @@ class VQVAEConfig(PreTrainedConfig):
         metadata={"help": "Audio: speaker names (filled from the training data); with any, the decoder takes a speaker embedding and another speaker's id converts the voice."},
     )
     speaker_dim: int = field(default=64, metadata={"help": "Audio: size of the speaker embedding."})
+    speaker_conditioning: str = field(
+        default="input",
+        metadata={"help": "Conv audio decoder: 'input' (the speaker embedding as constant input channels) or 'every_block' (also a per-block bias in every residual block, as WaveNet conditions every layer)."},
+    )
     wavenet_channels: int = field(default=64, metadata={"help": "WaveNet decoder: residual channels."})
     wavenet_skip_channels: int = field(default=128, metadata={"help": "WaveNet decoder: skip channels."})
     wavenet_layers: int = field(default=20, metadata={"help": "WaveNet decoder: gated layers (20 of dilations 1..512 see 2047 samples)."})
@@ -98,6 +103,8 @@ class VQVAEConfig(PreTrainedConfig):
                 raise ValueError(f"audio tokenizers take mono waveforms: in_channels must be 1, got {self.in_channels}.")
             if self.audio_decoder not in AUDIO_DECODERS:
                 raise ValueError(f"audio_decoder must be one of {AUDIO_DECODERS}, got {self.audio_decoder!r}.")
+        if self.speaker_conditioning not in SPEAKER_CONDITIONING:
+            raise ValueError(f"speaker_conditioning must be one of {SPEAKER_CONDITIONING}, got {self.speaker_conditioning!r}.")
         if not all(len(r) == 2 and min(r) >= 1 for r in self.stft_resolutions):
             raise ValueError(f"stft_resolutions must be [[fft size, hop], ...] of positive ints, got {self.stft_resolutions}.")
 

@@ -86,10 +86,11 @@ class VQVAEModel(StrictLoading, PreTrainedModel):
                 latent_channels, 2**c.num_downsamples, c.wavenet_channels, c.wavenet_skip_channels,
                 c.wavenet_layers, c.wavenet_dilation_cycle, speaker_channels, c.mu_law_channels,
             )  # fmt: skip
-        else:  # the speaker embedding rides along the code vectors as extra input channels
+        else:  # the speaker embedding rides along the code vectors as extra input channels (and biases every block)
             self.decoder = ConvDecoder(
                 c.in_channels, c.hidden_channels, latent_channels + speaker_channels, c.num_downsamples, c.num_res_blocks, dims,
                 stage_res_blocks=1 if c.modality == "audio" else 0,
+                condition_channels=speaker_channels if c.speaker_conditioning == "every_block" else 0,
             )  # fmt: skip
         self.post_init()
 
@@ -195,10 +196,11 @@ class VQVAEModel(StrictLoading, PreTrainedModel):
 
     def _decode_latents(self, latents: torch.Tensor, speaker: torch.Tensor | None) -> torch.Tensor:
         """One-pass decoders: latents (+ the speaker embedding as constant channels) -> output."""
-        if speaker is not None:
-            speaker = speaker.reshape(*speaker.shape, *([1] * (latents.ndim - 2))).expand(-1, -1, *latents.shape[2:])
-            latents = torch.cat([latents, speaker], dim=1)
-        return self.decoder(latents)
+        if speaker is None:
+            return self.decoder(latents)
+        channels = speaker.reshape(*speaker.shape, *([1] * (latents.ndim - 2))).expand(-1, -1, *latents.shape[2:])
+        condition = speaker if self.config.speaker_conditioning == "every_block" else None
+        return self.decoder(torch.cat([latents, channels], dim=1), condition)
 
     def forward(self, inputs: torch.Tensor, speaker=None) -> VQVAEOutput:
         """inputs: images (B, C, H, W) in [0, 1] or waveforms (B, 1, T) in [-1, 1]; speaker: ids (B,)

@@ -6,7 +6,9 @@ mirrors it with transposed convolutions. `dims=2` for images (4x4 windows), `dim
 audio (the paper's speech encoder: six stride-2 convolutions of window 4, 64x fewer codes than
 samples). A waveform decoder needs more than six bare transposed convolutions to shape its
 output: `stage_res_blocks` adds residual blocks after each upsampling step but the last (the
-speech tokenizer uses one). Feature maps are channel-first; the quantizers take channel-last.
+speech tokenizer uses one). With `condition_channels`, every residual block of the decoder adds
+a learned projection of a condition vector (a speaker embedding) after its first convolution.
+Feature maps are channel-first; the quantizers take channel-last.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def conv_classes(dims: int) -> tuple[type[nn.Module], type[nn.Module]]:
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int, hidden_channels: int, dims: int = 2):
+    def __init__(self, channels: int, hidden_channels: int, dims: int = 2, condition_channels: int = 0):
         super().__init__()
         conv, _ = conv_classes(dims)
         self.block = nn.Sequential(
@@ -31,9 +33,14 @@ class ResidualBlock(nn.Module):
             nn.ReLU(),
             conv(hidden_channels, channels, 1),
         )
+        self.condition = nn.Linear(condition_channels, hidden_channels) if condition_channels else None
 
-    def forward(self, x):
-        return x + self.block(x)
+    def forward(self, x, condition=None):
+        if self.condition is None:
+            return x + self.block(x)
+        hidden = self.block[1](self.block[0](x))
+        hidden = hidden + self.condition(condition).view(*hidden.shape[:2], *([1] * (hidden.ndim - 2)))
+        return x + self.block[3](self.block[2](hidden))
 
 
 class ConvEncoder(nn.Module):
@@ -72,11 +79,12 @@ class ConvDecoder(nn.Module):
         num_res_blocks: int = 2,
         dims: int = 2,
         stage_res_blocks: int = 0,
+        condition_channels: int = 0,
     ):
         super().__init__()
         conv, transposed = conv_classes(dims)
         layers = [conv(code_dim, hidden_channels, 3, padding=1)]
-        layers += [ResidualBlock(hidden_channels, hidden_channels // 2, dims) for _ in range(num_res_blocks)]
+        layers += [ResidualBlock(hidden_channels, hidden_channels // 2, dims, condition_channels) for _ in range(num_res_blocks)]
         layers.append(nn.ReLU())
         channels = hidden_channels
         for i in range(num_upsamples):
@@ -84,10 +92,14 @@ class ConvDecoder(nn.Module):
             out = out_channels if last else hidden_channels // 2
             layers.append(transposed(channels, out, 4, stride=2, padding=1))
             if not last:
-                layers += [ResidualBlock(out, out, dims) for _ in range(stage_res_blocks)]
+                layers += [ResidualBlock(out, out, dims, condition_channels) for _ in range(stage_res_blocks)]
                 layers.append(nn.ReLU())
             channels = out
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z):  # (B, code_dim, h, w) -> (B, out_channels, h * 2^n, w * 2^n)
-        return self.net(z)
+    def forward(self, z, condition=None):  # (B, code_dim, h, w) -> (B, out_channels, h * 2^n, w * 2^n)
+        if condition is None:
+            return self.net(z)
+        for layer in self.net:  # condition: (B, condition_channels), for the residual blocks
+            z = layer(z, condition) if isinstance(layer, ResidualBlock) else layer(z)
+        return z

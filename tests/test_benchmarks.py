@@ -96,12 +96,15 @@ def test_speech_throughput_benchmark_reports_ratios(capsys, load_benchmark):
     assert "identical audio" in capsys.readouterr().out
 
 
-def test_frames_throughput_benchmark_reports_every_step(capsys, load_benchmark):
+def test_frames_throughput_benchmark_reports_every_step(tmp_path, load_benchmark):
     frames_throughput = load_benchmark("frames_throughput")
 
-    fps = frames_throughput.main(["--batch-size", "2", "--pixelcnn-frames", "1", "--rounds", "1", "--source-frames", "12"])
+    flags = ["--batch-size", "2", "--pixelcnn-frames", "1", "--rounds", "1", "--source-frames", "12"]
+    fps = frames_throughput.main([*flags, "--output", str(tmp_path / "fps.md")])
     assert len(fps) == 6 and all(rate > 0 for rate in fps.values())
-    assert "| decode 3 codes -> 21x21 codes (PixelCNN, cached) |" in capsys.readouterr().out
+    table = (tmp_path / "fps.md").read_text()
+    assert "| decode 3 codes -> 21x21 codes (PixelCNN, cached) |" in table and "Command: `python benchmarks/frames_throughput.py" in table
+    assert json.loads((tmp_path / "fps.json").read_text())["frames_per_second"] == fps
 
 
 def test_speech_conversion_table_reports_ratios_to_each_seeds_originals(load_benchmark):
@@ -120,7 +123,8 @@ def test_speech_conversion_table_reports_ratios_to_each_seeds_originals(load_ben
         }  # fmt: skip
 
     args = argparse.Namespace(
-        seeds=[0, 1], steps=10, codebook_size=64, segment_length=8192, mel_loss_weight=0.0, real_voices=["a", "c"]
+        seeds=[0, 1], steps=10, codebook_size=64, segment_length=8192, mel_loss_weight=0.0, speaker_conditioning=None,
+        real_voices=["a", "c"],
     )
     table = speech_conversion.table({"speech": [run(0, 0.2, 0.5), run(1, 0.4, 0.7)]}, args, ["--seeds", "0", "1"], speakers)
     row = next(line for line in table.splitlines() if line.startswith("| speech |"))
@@ -135,7 +139,7 @@ def test_speech_conversion_table_reports_ratios_to_each_seeds_originals(load_ben
     assert "crops of 8192 samples, mel-loss weight 0.0." in table
 
 
-def test_speech_conversion_trains_with_the_recipes_mel_loss_unless_told(tmp_path, monkeypatch, load_benchmark):
+def test_speech_conversion_trains_with_the_recipes_settings_unless_told(tmp_path, monkeypatch, load_benchmark):
     speech_conversion = load_benchmark("speech_conversion")
     calls = []
 
@@ -146,12 +150,13 @@ def test_speech_conversion_trains_with_the_recipes_mel_loss_unless_told(tmp_path
 
     monkeypatch.setattr(speech_conversion.tokenizer_cli, "main", train)
     recipe = speech_conversion.REPO / "recipes" / "speech.yaml"
-    for weight in (None, 0.0):
+    for weight, conditioning in ((None, None), (0.0, "every_block")):
         args = argparse.Namespace(work_dir=tmp_path / str(weight), reuse=False, steps=10, segment_length=8192,
-                                  codebook_size=64, mel_loss_weight=weight)  # fmt: skip
+                                  codebook_size=64, mel_loss_weight=weight, speaker_conditioning=conditioning)  # fmt: skip
         speech_conversion.train_tokenizer(recipe, 0, args)
-    assert "--mel_loss_weight" not in calls[0]  # the recipe's own weight
+    assert "--mel_loss_weight" not in calls[0] and "--model.speaker_conditioning" not in calls[0]  # the recipe's own
     assert calls[1][calls[1].index("--mel_loss_weight") + 1] == "0.0"
+    assert calls[1][calls[1].index("--model.speaker_conditioning") + 1] == "every_block"
 
 
 def test_speech_train_cost_times_each_decoders_steps_side_by_side(tmp_path, load_benchmark):

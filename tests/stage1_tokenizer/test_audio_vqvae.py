@@ -13,6 +13,7 @@ from stage1_tokenizer.audio_features import (
     mu_law_encode,
     multi_resolution_stft_loss,
 )
+from stage1_tokenizer.networks import ResidualBlock
 
 RATE = 8000
 
@@ -133,3 +134,33 @@ def test_audio_tokenizer_save_load_round_trip(tmp_path, decoder):
     assert torch.equal(loaded.encode(waves)[0], codes[0])
     sample = dict(speaker=1, generator=torch.Generator().manual_seed(0))
     assert torch.equal(loaded.decode(codes, **sample), model.decode(codes, speaker=1, generator=torch.Generator().manual_seed(0)))
+
+
+def test_every_block_speaker_conditioning_reaches_each_residual_block(tmp_path):
+    torch.manual_seed(0)
+    every = VQVAEModel(audio_config(speaker_conditioning="every_block")).eval()
+    plain = VQVAEModel(audio_config()).eval()
+    blocks = [m for m in every.decoder.modules() if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 2 + 5 and all(block.condition is not None for block in blocks)  # the start's 2, one per inner stage
+    codes = every.encode((torch.randn(2, 1, 512) * 0.3).clamp(-1, 1))
+    speakers = torch.tensor([0, 1])
+    # with its projections at zero it is the input-conditioned decoder of the same weights
+    plain.load_state_dict({k: v for k, v in every.state_dict().items() if ".condition." not in k})
+    projections = {k: v.clone() for k, v in every.state_dict().items() if ".condition." in k}
+    with torch.no_grad():
+        for block in blocks:
+            block.condition.weight.zero_(), block.condition.bias.zero_()
+    assert torch.equal(every.decode(codes, speaker=speakers), plain.decode(codes, speaker=speakers))
+    # the speaker's input channels cut: it still reaches the output through the blocks, and only so
+    every.load_state_dict(projections, strict=False)
+    with torch.no_grad():
+        for model in (every, plain):
+            model.decoder.net[0].weight[:, every.config.code_dim :] = 0
+    assert torch.equal(plain.decode(codes, speaker=speakers), plain.decode(codes, speaker=speakers.flip(0)))
+    assert not torch.allclose(every.decode(codes, speaker=speakers), every.decode(codes, speaker=speakers.flip(0)))
+    every.save_pretrained(tmp_path)
+    reloaded = VQVAEModel.from_pretrained(tmp_path).eval()
+    assert reloaded.config.speaker_conditioning == "every_block"
+    assert torch.equal(reloaded.decode(codes, speaker=speakers), every.decode(codes, speaker=speakers))
+    with pytest.raises(ValueError, match="speaker_conditioning must be one of .*'film'"):
+        audio_config(speaker_conditioning="film")
