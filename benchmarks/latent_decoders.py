@@ -1,7 +1,8 @@
 """Latent VQ-VAE decoders side by side: held-out frames -> 21x21 codes -> 3 codes -> 21x21 codes -> frames.
 
     python benchmarks/latent_decoders.py --tokenizer outputs/demo/frames/tokenizer/model \
-        --models outputs/demo/frames/latent/model outputs/demo/frames/latent-pixelcnn/model [--frames 120]
+        --models outputs/demo/frames/latent/model outputs/demo/frames/latent-pixelcnn/model [--frames 120] \
+        [--output docs/results/latent_decoders.md]
 
 For each latent model (trained on that tokenizer's codes, e.g. with `--decoder conv` and
 `--decoder pixelcnn`), on the first `--frames` held-out ViZDoom frames spread over the maps:
@@ -17,7 +18,9 @@ row per decoder (and temperature) from their 3 codes.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +41,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.5], help="for sampling decoders")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--picture", type=Path, default=None)
+    parser.add_argument("--output", type=Path, default=None, help="the markdown table (and a .json beside it)")
     args = parser.parse_args(argv)
+    argv_used = list(sys.argv[1:] if argv is None else argv)
 
     tokenizer = AutoModel.from_pretrained(args.tokenizer).eval()
     test = VizDoomFrames("test")
@@ -72,13 +77,25 @@ def main(argv=None) -> list[dict]:
                 "frames_per_second": len(frames) / seconds,
             })  # fmt: skip
 
-    print(f"{len(frames)} held-out ViZDoom frames; 21x21 codes -> {model.config.code_grid} codes -> 21x21 codes -> frames\n")
-    print("| decoder | temperature | NLL (nats / 21x21 code) | bits / frame | codes exact | MSE from 3 codes | MSE from 21x21 codes | decode frames/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    lines = [
+        f"Command: `python benchmarks/latent_decoders.py {' '.join(argv_used)}`",
+        "",
+        f"{len(frames)} held-out ViZDoom frames; 21x21 codes -> {model.config.code_grid} codes -> 21x21 codes -> frames; "
+        f"{torch.get_num_threads()} torch thread(s).",
+        "",
+        "| decoder | temperature | NLL (nats / 21x21 code) | bits / frame | codes exact | MSE from 3 codes | MSE from 21x21 codes | decode frames/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         temperature = "argmax" if r["temperature"] is None else f"{r['temperature']:g}"
-        print(f"| {r['decoder']} | {temperature} | {r['nll_nats_per_code']:.3f} | {r['bits_per_frame']:.0f} | "
-              f"{r['codes_exact']:.1%} | {r['mse_from_3_codes']:.4f} | {r['mse_from_grid']:.4f} | {r['frames_per_second']:.1f} |")  # fmt: skip
+        lines.append(f"| {r['decoder']} | {temperature} | {r['nll_nats_per_code']:.3f} | {r['bits_per_frame']:.0f} | "
+                     f"{r['codes_exact']:.1%} | {r['mse_from_3_codes']:.4f} | {r['mse_from_grid']:.4f} | {r['frames_per_second']:.1f} |")  # fmt: skip
+    table = "\n".join(lines)
+    print(table)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(table + "\n")
+        args.output.with_suffix(".json").write_text(json.dumps({"command": argv_used, "rows": rows}, indent=1))
     if args.picture:
         print(f"\nwrote {save_image_grid(picture_rows, args.picture)} (originals, from 21x21 codes, then each row above from 3 codes)")
     return rows

@@ -31,7 +31,9 @@ the nine others a voice conversion.
   a CPU minute buys.
 
 Writes the markdown table to `--output` (a .json of every figure beside it, the confusion as PNG
-with `--picture`); runs go to `--work-dir`, reused with `--reuse`.
+with `--picture`); runs go to `--work-dir`, reused with `--reuse`. Seeds can run in separate
+processes (one `--seeds` and `--output` each, e.g. in parallel on one thread each); `--merge
+A.json B.json ...`, with the same settings, then makes their table without training.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import torch
 
 from stage1_tokenizer import VQVAEModel
 from stage1_tokenizer import train as tokenizer_cli
-from stage1_tokenizer.data import SyntheticSpeech
+from stage1_tokenizer.data import SYNTHETIC_SPEAKERS, SyntheticSpeech
 from stage1_tokenizer.evaluation.speech_recognizer import SpeechRecognizer, real_recordings
 from stage1_tokenizer.evaluation.voice_conversion import (
     corpus_speaker_judge,
@@ -192,8 +194,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--reuse", action="store_true", help="reuse tokenizers already trained in --work-dir")
     parser.add_argument("--output", type=Path, default=None, help="the markdown table (and a .json beside it)")
     parser.add_argument("--picture", type=Path, default=None, help="PNG of the first recipe's conversion confusion")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="no training: the table of the runs in these --output JSONs (seeds run in separate processes, "
+                        "with the settings given here)")
     args = parser.parse_args(argv)
     argv_used = list(sys.argv[1:] if argv is None else argv)
+    if args.merge:
+        return merge(parser, args, argv_used)
     missing = [str(recipe) for recipe in args.recipes if not recipe.is_file()]
     if missing:
         raise FileNotFoundError(f"recipes not found: {missing}; pass paths such as recipes/speech.yaml.")
@@ -218,7 +225,39 @@ def main(argv=None) -> dict:
                   f"as target {run['conversions_judged_as_target']:.1%}, as source {run['conversions_judged_as_source']:.1%}; WER "
                   f"recon {run['wer_reconstructions']:.3f}, conv {run['wer_conversions']:.3f}; real {run['real']['conversions']}", flush=True)  # fmt: skip
 
-    report = table(results, args, argv_used, test.speakers)
+    write(results, args, argv_used, test.speakers)
+    return results
+
+
+SETTINGS = ("recipes", "steps", "codebook_size", "segment_length", "mel_loss_weight", "speaker_conditioning", "wer_sentences", "real_voices")
+
+
+def merge(parser, args, argv_used) -> dict:
+    """The runs of earlier --output JSONs in one table; each must have been made with this
+    command's settings (SETTINGS), and no seed may appear twice."""
+    results = {}
+    for path in args.merge:
+        payload = json.loads(path.read_text())
+        earlier = parser.parse_args(payload["argv"])
+        for name in SETTINGS:
+            if getattr(earlier, name) != getattr(args, name):
+                raise ValueError(f"{path} was run with {name}={getattr(earlier, name)!r}, this command has "
+                                 f"{getattr(args, name)!r}: pass the runs' own settings to merge them.")  # fmt: skip
+        for recipe, runs in payload["results"].items():
+            results.setdefault(recipe, []).extend(runs)
+    for recipe, runs in results.items():
+        seeds = [run["seed"] for run in runs]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"{recipe}: seeds {sorted(seeds)} appear more than once in {[str(p) for p in args.merge]}.")
+        runs.sort(key=lambda run: run["seed"])
+    args.seeds = [run["seed"] for run in next(iter(results.values()))]
+    write(results, args, argv_used, [voice[0] for voice in SYNTHETIC_SPEAKERS])  # the corpus's voices, in its order
+    return results
+
+
+def write(results: dict, args, argv_used: list[str], speakers: list[str]) -> None:
+    """Prints the table; writes it (and a JSON of every run) to --output, the confusion to --picture."""
+    report = table(results, args, argv_used, speakers)
     print("\n" + report)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -229,8 +268,7 @@ def main(argv=None) -> dict:
     if args.picture is not None:
         first = args.recipes[0].stem
         confusion = torch.tensor([r["conversion_confusion"] for r in results[first]]).mean(0)
-        plot_confusion(confusion, test.speakers, args.picture, f"{first}: voice conversions, mean over seeds")
-    return results
+        plot_confusion(confusion, speakers, args.picture, f"{first}: voice conversions, mean over seeds")
 
 
 if __name__ == "__main__":

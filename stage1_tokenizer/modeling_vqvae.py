@@ -86,7 +86,7 @@ class VQVAEModel(StrictLoading, PreTrainedModel):
                 latent_channels, 2**c.num_downsamples, c.wavenet_channels, c.wavenet_skip_channels,
                 c.wavenet_layers, c.wavenet_dilation_cycle, speaker_channels, c.mu_law_channels,
             )  # fmt: skip
-        else:  # the speaker embedding rides along the code vectors as extra input channels (and biases every block)
+        else:  # the speaker embedding rides along the code vectors as extra input channels (every_block: and biases each block)
             self.decoder = ConvDecoder(
                 c.in_channels, c.hidden_channels, latent_channels + speaker_channels, c.num_downsamples, c.num_res_blocks, dims,
                 stage_res_blocks=1 if c.modality == "audio" else 0,

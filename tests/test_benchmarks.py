@@ -139,6 +139,38 @@ def test_speech_conversion_table_reports_ratios_to_each_seeds_originals(load_ben
     assert "crops of 8192 samples, mel-loss weight 0.0." in table
 
 
+def test_speech_conversion_merges_seeds_run_apart(tmp_path, load_benchmark):
+    """Seeds run in separate processes, each with its own --output JSON, make one table with
+    --merge; runs of other settings, or a seed twice, are refused."""
+    speech_conversion = load_benchmark("speech_conversion")
+    names = [voice[0] for voice in speech_conversion.SYNTHETIC_SPEAKERS]
+    confusion = torch.eye(len(names)).tolist()
+
+    def run(seed, as_target):
+        return {
+            "seed": seed, "train_cpu_seconds": 60.0, "utterances": 300, "chance": 0.1, "judge_on_originals": 0.99,
+            "reconstructions_judged_as_source": 0.5, "conversions_judged_as_target": as_target,
+            "conversions_judged_as_source": 0.1, "conversion_confusion": confusion, "wer_utterances": 20,
+            "wer_originals": 0.1, "wer_reconstructions": 0.2, "wer_conversions": 0.3,
+            "real": {"originals": 0.28, "conversions": [1.0, 1.0]},
+        }  # fmt: skip
+
+    settings = ["--steps", "10", "--speaker-conditioning", "every_block"]
+    for seed, as_target in ((1, 0.4), (0, 0.2)):
+        payload = {"argv": [*settings, "--seeds", str(seed), "--output", f"seed{seed}.md"], "results": {"speech": [run(seed, as_target)]}}
+        (tmp_path / f"seed{seed}.json").write_text(json.dumps(payload))
+    seeds = [str(tmp_path / f"seed{seed}.json") for seed in (1, 0)]
+    results = speech_conversion.main([*settings, "--merge", *seeds, "--output", str(tmp_path / "all.md")])
+    assert [r["seed"] for r in results["speech"]] == [0, 1]
+    table = (tmp_path / "all.md").read_text()
+    assert "| speech | 1.0 ± 0.0 | 50.0 ± 0.0% | 30.0 ± 14.1% |" in table and "seeds 0 1; 10 steps" in table
+    assert "speaker conditioning every_block" in table and "--merge" in table.splitlines()[0]
+    with pytest.raises(ValueError, match="run with steps=10, this command has 3000"):
+        speech_conversion.main(["--speaker-conditioning", "every_block", "--merge", *seeds])
+    with pytest.raises(ValueError, match=r"seeds \[1, 1\] appear more than once"):
+        speech_conversion.main([*settings, "--merge", seeds[0], seeds[0]])
+
+
 def test_speech_conversion_trains_with_the_recipes_settings_unless_told(tmp_path, monkeypatch, load_benchmark):
     speech_conversion = load_benchmark("speech_conversion")
     calls = []

@@ -3,6 +3,7 @@ tokenizer (84x84x3 -> 21x21 codes) and the latent VQ-VAE over its codes (21x21 -
 bits per frame), both through their CLIs; held-out reconstruction improves at both stages, and
 the 3 codes tell the maps apart."""
 
+import json
 import math
 from pathlib import Path
 
@@ -194,7 +195,7 @@ def test_latent_decoders_benchmark_compares_decoders(trained, tmp_path, capsys, 
     LatentVQVAEModel(config).save_pretrained(tmp_path / "pixelcnn")
     rows = latent_decoders.main([
         "--tokenizer", str(root / "tokenizer" / "model"), "--models", str(root / "latent" / "model"), str(tmp_path / "pixelcnn"),
-        "--frames", "12", "--temperatures", "1.0", "--picture", str(tmp_path / "decoders.png"),
+        "--frames", "12", "--temperatures", "1.0", "--picture", str(tmp_path / "decoders.png"), "--output", str(tmp_path / "decoders.md"),
     ])  # fmt: skip
     trained_row, untrained_row = rows
     assert (trained_row["decoder"], untrained_row["decoder"]) == ("conv", "pixelcnn")
@@ -204,3 +205,6 @@ def test_latent_decoders_benchmark_compares_decoders(trained, tmp_path, capsys, 
     assert trained_row["mse_from_3_codes"] < untrained_row["mse_from_3_codes"]
     assert trained_row["mse_from_grid"] == untrained_row["mse_from_grid"] < trained_row["mse_from_3_codes"]
     assert "| pixelcnn | 1 |" in capsys.readouterr().out and (tmp_path / "decoders.png").stat().st_size > 0
+    table = (tmp_path / "decoders.md").read_text()
+    assert table.startswith("Command: `python benchmarks/latent_decoders.py --tokenizer") and "| pixelcnn | 1 |" in table
+    assert json.loads((tmp_path / "decoders.json").read_text())["rows"] == rows
