@@ -52,6 +52,7 @@ from stage1_tokenizer import encode as encode_cli
 from stage1_tokenizer import train as tokenizer_cli
 from stage1_tokenizer import train_latent as latent_cli
 from stage1_tokenizer.code_dataset import load_code_dataset
+from stage1_tokenizer.common.files import write_report
 from stage1_tokenizer.data import VizDoomFrames
 from stage1_tokenizer.data.vizdoom import EPISODE_FRAMES
 
@@ -375,9 +376,7 @@ def main(argv=None) -> dict:
     table = report(results, settings)
     print("\n" + table)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(table)
-        args.output.with_suffix(".json").write_text(json.dumps({"settings": settings, "seeds": results}, indent=1))
+        write_report(args.output, table, {"settings": settings, "seeds": results})
         print(f"wrote {args.output} and {args.output.with_suffix('.json')}")
     return {"settings": settings, "seeds": results}
 

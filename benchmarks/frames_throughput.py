@@ -14,7 +14,6 @@ Prints a markdown table of frames per second and the ratios to the frame tokeniz
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from stage1_tokenizer import (
     VQVAEConfig,
     VQVAEModel,
 )
+from stage1_tokenizer.common.files import write_report
 
 
 def timed(function) -> float:
@@ -93,9 +93,7 @@ def main(argv=None) -> dict:
     table = "\n".join(lines)
     print("\n" + table)
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(table + "\n")
-        args.output.with_suffix(".json").write_text(json.dumps({"command": argv_used, "frames_per_second": fps}, indent=2))
+        write_report(args.output, table + "\n", {"command": argv_used, "frames_per_second": fps})
     return fps
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
 import torch
 
+from stage1_tokenizer.common.files import write_report
 from stage1_tokenizer.data import FashionMNIST, load_fashion_mnist
 
 
@@ -76,9 +76,7 @@ def main(argv=None) -> list[dict]:
     report = table(runs, args, argv_used, len(splits["validation"]), quality.mean_sd)
     print("\n" + report)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(report)
-        args.output.with_suffix(".json").write_text(json.dumps({"argv": argv_used, "runs": runs}, indent=1))
+        write_report(args.output, report, {"argv": argv_used, "runs": runs})
         print(f"wrote {args.output} and {args.output.with_suffix('.json')}")
     return runs
 

@@ -18,7 +18,6 @@ row per decoder (and temperature) from their 3 codes.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel
 
+from stage1_tokenizer.common.files import write_report
 from stage1_tokenizer.data import VizDoomFrames
 from stage1_tokenizer.common.visualize import save_image_grid
 
@@ -93,9 +93,7 @@ def main(argv=None) -> list[dict]:
     table = "\n".join(lines)
     print(table)
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(table + "\n")
-        args.output.with_suffix(".json").write_text(json.dumps({"command": argv_used, "rows": rows}, indent=1))
+        write_report(args.output, table + "\n", {"command": argv_used, "rows": rows})
     if args.picture:
         print(f"\nwrote {save_image_grid(picture_rows, args.picture)} (originals, from 21x21 codes, then each row above from 3 codes)")
     return rows

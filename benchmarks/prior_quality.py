@@ -60,6 +60,7 @@ def main(argv=None) -> list[dict]:
     from stage1_tokenizer import encode as encode_cli
     from stage1_tokenizer import train as tokenizer_cli
     from stage1_tokenizer.code_dataset import load_code_dataset
+    from stage1_tokenizer.common.files import write_report
     from stage2_prior import train as prior_cli
 
     out = args.output_dir
@@ -127,11 +128,8 @@ def main(argv=None) -> list[dict]:
     (out / "results.md").write_text(table + "\n")
     (out / "results.json").write_text(json.dumps({"references": references, "priors": rows}, indent=2))
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(f"`python benchmarks/prior_quality.py {' '.join(argv_used)}`\n\n{table}\n")
-        args.output.with_suffix(".json").write_text(
-            json.dumps({"command": argv_used, "references": references, "priors": rows}, indent=2)
-        )
+        command = f"`python benchmarks/prior_quality.py {' '.join(argv_used)}`"
+        write_report(args.output, f"{command}\n\n{table}\n", {"command": argv_used, "references": references, "priors": rows})
     return rows
 
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from stage1_tokenizer import VQVAEConfig, VQVAEModel
+from stage1_tokenizer.common.files import write_report
 from stage1_tokenizer.common.training import TrainingConfig, train
 from stage1_tokenizer.common.visualize import plot_codebook_usage, save_image_grid
 from stage1_tokenizer.data import FashionMNIST, load_fashion_mnist
@@ -237,10 +238,8 @@ def main(argv=None) -> list[dict]:
     report = tables(runs, args, sizes)
     print("\n" + report)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(report)
         stripped = [{**r, **{s: {k: v for k, v in r[s].items() if k != "counts"} for s in splits}} for r in runs]
-        args.output.with_suffix(".json").write_text(json.dumps({"argv": args.argv, "runs": stripped}, indent=1))
+        write_report(args.output, report, {"argv": args.argv, "runs": stripped})
         print(f"wrote {args.output} and {args.output.with_suffix('.json')}")
     order = ", ".join(VARIANTS[k][0] for k in ["vq", *[k for k in args.variants if k != "vq"]])
     grid = save_image_grid(examples, args.output_dir / "reconstructions.png")

@@ -50,6 +50,7 @@ import torch
 
 from stage1_tokenizer import VQVAEModel
 from stage1_tokenizer import train as tokenizer_cli
+from stage1_tokenizer.common.files import write_report
 from stage1_tokenizer.data import SYNTHETIC_SPEAKERS, SyntheticSpeech
 from stage1_tokenizer.evaluation.speech_recognizer import SpeechRecognizer, real_recordings
 from stage1_tokenizer.evaluation.voice_conversion import (
@@ -260,10 +261,7 @@ def write(results: dict, args, argv_used: list[str], speakers: list[str]) -> Non
     report = table(results, args, argv_used, speakers)
     print("\n" + report)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(report)
-        payload = {"argv": argv_used, "results": results}
-        args.output.with_suffix(".json").write_text(json.dumps(payload, indent=1))
+        write_report(args.output, report, {"argv": argv_used, "results": results})
         print(f"wrote {args.output} and {args.output.with_suffix('.json')}")
     if args.picture is not None:
         first = args.recipes[0].stem

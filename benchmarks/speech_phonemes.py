@@ -41,7 +41,6 @@ Writes the markdown table to `--output` (and a .json beside it); runs go to `--w
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -59,6 +58,7 @@ from tqdm.auto import tqdm
 
 from stage1_tokenizer import VQVAEModel
 from stage1_tokenizer import train as train_cli
+from stage1_tokenizer.common.files import write_report
 from stage1_tokenizer.data import SyntheticSpeech
 from stage1_tokenizer.evaluation.phonemes import Phoneme, corpus_utterance, frame_labels
 
@@ -412,11 +412,9 @@ def main(argv=None) -> list[dict]:
     report = table(runs, args, seconds, sizes)
     print("\n" + report)
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(report)
         details = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "sizes": sizes,
                    "seconds": seconds, "paper": PAPER, "runs": runs}  # fmt: skip
-        args.output.with_suffix(".json").write_text(json.dumps(details, indent=1))
+        write_report(args.output, report, details)
     if args.picture and confusion is not None:
         labels, predicted, accuracy, seed = confusion
         title = (f"{CONFIGS[CONFUSION_CONFIG][0]}, seed {seed}: held-out frames, {accuracy:.1%} right; "

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from stage1_tokenizer import train as tokenizer_cli
+from stage1_tokenizer.common.files import write_report
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {  # name: (recipe, extra flags)
@@ -85,9 +86,7 @@ def main(argv=None) -> dict:
     table = "\n".join(lines)
     print("\n" + table)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(table + "\n")
-        args.output.with_suffix(".json").write_text(json.dumps({"command": argv_used, "seconds_per_step": times}, indent=1))
+        write_report(args.output, table + "\n", {"command": argv_used, "seconds_per_step": times})
     return {"seconds_per_step": median, "runs": times}
 
 

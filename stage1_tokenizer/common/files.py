@@ -7,6 +7,8 @@
   `overwrite=True`; anything else is refused, naming the folder, before a byte is written.
 - `check_output_dir(path, overwrite)`: that refusal on its own, for commands to call before any
   work starts.
+- `write_report(path, text, details)`: a benchmark's markdown table at `path` and its figures as
+  JSON beside it (`path` with `.json`), both atomic.
 """
 
 from __future__ import annotations
@@ -73,6 +75,13 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_file(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def write_report(path: str | os.PathLike, text: str, details: dict) -> Path:
+    """A benchmark's table (markdown) at `path` and `details` as JSON beside it."""
+    path = Path(path)
+    write_text_atomic(path.with_suffix(".json"), json.dumps(details, indent=1))
+    return write_text_atomic(path, text)
 
 
 @contextlib.contextmanager
